@@ -1,0 +1,3 @@
+from rustchat.cli import main
+
+raise SystemExit(main())

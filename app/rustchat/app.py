@@ -1,0 +1,107 @@
+"""The application factory.
+
+Start-up and shutdown are `cleanup_ctx` generators in dependency order (database, schema, admin,
+site config, hub), so a failure part-way unwinds exactly what was started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from rustchat import keys
+from rustchat.api import accounts, admin, channels, health, posts, teams
+from rustchat.api.health import DRAINING
+from rustchat.api.middleware import authenticate, errors, request_context
+from rustchat.auth import passwords
+from rustchat.config import Settings
+from rustchat.db import migrations
+from rustchat.db.pool import Pool
+from rustchat.node import new_node_id
+from rustchat.realtime import websocket
+from rustchat.realtime.hub import Hub
+from rustchat.realtime.limits import LocalConnectionLimiter
+from rustchat.realtime.publisher import Publisher
+from rustchat.site_config import SiteConfig
+from rustchat.store import users
+
+log = logging.getLogger(__name__)
+
+DATABASE_URL: web.AppKey[str] = web.AppKey("database_url", str)
+
+
+async def ensure_admin(db: Pool, settings: Settings) -> None:
+    """Create the first admin from RUSTCHAT_ADMIN_USER/PASSWORD when that user does not exist yet."""
+    if not settings.admin_user or not settings.admin_password:
+        return
+    if await users.by_username(db, settings.admin_user) is not None:
+        return
+    email = settings.admin_email or f"{settings.admin_user}@localhost"
+    await users.create(db, settings.admin_user, email, await passwords.hash_password(settings.admin_password), is_admin=True)
+    log.info("created admin user %s from RUSTCHAT_ADMIN_USER", settings.admin_user)
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    await migrations.migrate(app[DATABASE_URL])
+    pool = Pool(app[DATABASE_URL], settings.pool)
+    await pool.start()
+    app[keys.DB] = pool
+    try:
+        await ensure_admin(pool, settings)
+    except Exception:
+        # Another worker may have created the admin at the same moment; that is fine.
+        log.debug("admin bootstrap raced with another process", exc_info=True)
+    yield
+    await pool.close()
+
+
+async def _site(app: web.Application) -> AsyncIterator[None]:
+    site = SiteConfig(app[keys.DB])
+    await site.start()
+    app[keys.SITE] = site
+    yield
+    await site.stop()
+
+
+async def _hub(app: web.Application) -> AsyncIterator[None]:
+    hub = app[keys.HUB]
+
+    async def expire() -> None:
+        while True:
+            await asyncio.sleep(5)
+            hub.expire_detached()
+
+    task = asyncio.get_running_loop().create_task(expire())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    hub.close_sessions(lambda s: True, 1001, b"server shutting down")
+
+
+def create_app(settings: Settings, database_url: str) -> web.Application:
+    app = web.Application(
+        middlewares=[request_context, errors, authenticate],
+        client_max_size=1024 * 1024,
+    )
+    app[keys.SETTINGS] = settings
+    app[DATABASE_URL] = database_url
+    app[keys.NODE_ID] = new_node_id()
+    hub = Hub(
+        send_queue=settings.ws_send_queue,
+        replay_events=settings.ws_replay_events,
+        resume_window_secs=settings.ws_resume_window_secs,
+    )
+    app[keys.HUB] = hub
+    app[keys.PUBLISHER] = Publisher(hub)
+    app[websocket.LIMITER] = LocalConnectionLimiter()
+    app[DRAINING] = asyncio.Event()
+    app.cleanup_ctx.extend([_database, _site, _hub])
+    for module in (accounts, teams, channels, posts, admin, health, websocket):
+        app.router.add_routes(module.routes)
+    return app

@@ -1,0 +1,13 @@
+"""Identifiers and timestamps in the shapes the API exposes."""
+
+import secrets
+import time
+
+
+def new_id() -> str:
+    """26 lowercase hex characters (104 random bits), the same length as Mattermost's ids."""
+    return secrets.token_hex(13)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,25 @@
+"""The path of an event: this process's connections first, then the rest of the cluster."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from rustchat.realtime.events import Event
+from rustchat.realtime.hub import Hub
+
+
+class ClusterLink(Protocol):
+    def publish(self, event: Event) -> None: ...
+
+
+class Publisher:
+    def __init__(self, hub: Hub, cluster: ClusterLink | None = None) -> None:
+        self.hub = hub
+        self.cluster = cluster
+
+    def publish(self, event: Event) -> None:
+        # Local delivery never waits on Redis: the cluster link queues the event and publishes it
+        # from its own task, so a Redis outage cannot stall or fail the request that caused it.
+        self.hub.deliver(event)
+        if self.cluster is not None:
+            self.cluster.publish(event)
