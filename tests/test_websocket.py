@@ -126,7 +126,7 @@ async def test_typing_goes_to_other_members(admin: Api, server: ServerProcess) -
     alice, bob, eve = await admin.new_user(), await admin.new_user(), await admin.new_user()
     team = await alice.new_team(bob, eve)
     ch = await alice.new_channel(team, "private", bob)
-    s_alice, s_bob, s_eve = (await u.ws(server.ws_url) for u in (alice, bob, eve))
+    s_alice, s_bob, s_eve = [await u.ws(server.ws_url) for u in (alice, bob, eve)]
     await s_alice.send("user_typing", {"channel_id": ch["id"]}, seq=3)
     assert (await s_alice.reply())["status"] == "OK"
     ev = await s_bob.next_event()
@@ -187,32 +187,56 @@ async def test_resume_replays_missed_events_in_order(admin: Api, server: ServerP
     await fresh.close()
 
 
+async def _raw_ws_connect(port: int, token: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A WebSocket client that reads nothing after the handshake, with a tiny receive buffer."""
+    import socket
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=2**15)
+    writer.write(
+        f"GET /api/v1/websocket HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"Authorization: Bearer {token}\r\n\r\n".encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer
+
+
+async def _close_code(reader: asyncio.StreamReader) -> int | None:
+    """Read server frames (unmasked) until a close frame; return its code."""
+    while True:
+        b0, b1 = await reader.readexactly(2)
+        length = b1 & 0x7F
+        if length == 126:
+            length = int.from_bytes(await reader.readexactly(2), "big")
+        elif length == 127:
+            length = int.from_bytes(await reader.readexactly(8), "big")
+        payload = await reader.readexactly(length)
+        if b0 & 0x0F == 0x8:
+            return int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+
+
 async def test_slow_consumer_is_dropped_without_stalling_others(admin: Api, start_server, http: aiohttp.ClientSession) -> None:  # noqa: ANN001
     srv = start_server(env={"RUSTCHAT_WS__SEND_QUEUE": "8", "RUSTCHAT_WS__REPLAY_EVENTS": "16"}, name="slow")
     root = await Api(http, srv.url).login("admin", "admin-password-123")
     alice, slow, fast = await root.new_user(), await root.new_user(), await root.new_user()
     team = await alice.new_team(slow, fast)
     ch = await alice.new_channel(team, "private", slow, fast)
-    # The slow client never reads: a tiny receive buffer makes the server's writes back up quickly.
-    slow_ws = await http.ws_connect(srv.ws_url, headers={"Authorization": f"Bearer {slow.token}"}, max_msg_size=0,
-                                    autoclose=False, read_bufsize=2**10)
+    reader, writer = await _raw_ws_connect(srv.port, slow.token)
     sock_fast = await fast.ws(srv.ws_url)
-    slow_ws._response.connection.transport.pause_reading()
     big = "y" * 16000
-    for i in range(400):
+    n = 300
+    for i in range(n):
         status, _ = await alice.post(f"/api/v1/channels/{ch['id']}/posts", {"message": f"{i} {big}"})
         assert status == 201
-    received = [await sock_fast.next_event(timeout=10) for _ in range(400)]
-    assert [e["data"]["post"]["message"].split()[0] for e in received] == [str(i) for i in range(400)]
-    slow_ws._response.connection.transport.resume_reading()
-    close_code = None
-    for _ in range(200):
-        msg = await slow_ws.receive(timeout=10)
-        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
-            close_code = slow_ws.close_code or msg.data
-            break
-    assert close_code == 1013
+    received = [await sock_fast.next_event(timeout=10, name="posted") for _ in range(n)]
+    assert [e["data"]["post"]["message"].split()[0] for e in received] == [str(i) for i in range(n)]
+    assert await asyncio.wait_for(_close_code(reader), 30) == 1013
     assert "slow_consumer" in srv.log()
+    writer.close()
     await sock_fast.close()
 
 

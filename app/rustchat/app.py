@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from rustchat import keys
-from rustchat.api import accounts, admin, channels, health, posts, teams
+from rustchat.api import accounts, admin, channels, health, openapi, posts, teams
 from rustchat.api.health import DRAINING
 from rustchat.api.middleware import authenticate, errors, request_context
 from rustchat.auth import passwords
@@ -102,6 +102,6 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     app[websocket.LIMITER] = LocalConnectionLimiter()
     app[DRAINING] = asyncio.Event()
     app.cleanup_ctx.extend([_database, _site, _hub])
-    for module in (accounts, teams, channels, posts, admin, health, websocket):
+    for module in (accounts, teams, channels, posts, admin, health, openapi, websocket):
         app.router.add_routes(module.routes)
     return app

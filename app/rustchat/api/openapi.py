@@ -1,0 +1,118 @@
+"""`GET /api/v1/openapi.json`: the HTTP API described from the same pydantic models that validate it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from rustchat import __version__
+from rustchat.api.accounts import CreateUserBody, LoginBody
+from rustchat.api.admin import SiteBody
+from rustchat.api.channels import CreateChannelBody, DirectBody
+from rustchat.api.posts import CreatePostBody, EditPostBody, ReactionBody
+from rustchat.api.teams import CreateTeamBody, MemberBody
+
+routes = web.RouteTableDef()
+
+ID = {"type": "string", "pattern": "^[a-z0-9]{26}$"}
+ERROR = {
+    "type": "object",
+    "required": ["id", "message", "status_code"],
+    "properties": {"id": {"type": "string"}, "message": {"type": "string"}, "status_code": {"type": "integer"},
+                   "details": {"type": "object"}},
+}
+
+# (method, path, summary, request body model, success status, error statuses, query parameters)
+Op = tuple[str, str, str, type[BaseModel] | None, int, tuple[int, ...], tuple[dict[str, Any], ...]]
+_Q_LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}}
+_Q_SINCE = {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}}
+_Q_BEFORE = {"name": "before", "in": "query", "schema": ID}
+_Q_PAGE = {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 100000}}
+_Q_PER_PAGE = {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}}
+
+OPERATIONS: tuple[Op, ...] = (
+    ("post", "/api/v1/auth/login", "Log in by username or email", LoginBody, 200, (400, 401, 429), ()),
+    ("post", "/api/v1/auth/logout", "Revoke the token used", None, 200, (401,), ()),
+    ("post", "/api/v1/users", "Create a user (admin)", CreateUserBody, 201, (400, 401, 403, 409), ()),
+    ("get", "/api/v1/users", "List users", None, 200, (400, 401), (_Q_PAGE, _Q_PER_PAGE)),
+    ("get", "/api/v1/users/me", "The caller", None, 200, (401,), ()),
+    ("get", "/api/v1/users/{user_id}", "A user", None, 200, (401, 404), ()),
+    ("get", "/api/v1/users/me/channels", "The caller's channels", None, 200, (401,), ()),
+    ("post", "/api/v1/teams", "Create a team", CreateTeamBody, 201, (400, 401, 409), ()),
+    ("get", "/api/v1/teams", "The caller's teams", None, 200, (401,), ()),
+    ("get", "/api/v1/teams/{team_id}", "A team", None, 200, (401, 403, 404), ()),
+    ("get", "/api/v1/teams/{team_id}/members", "A team's members", None, 200, (401, 403, 404), ()),
+    ("get", "/api/v1/teams/{team_id}/channels", "Channels of a team visible to the caller", None, 200, (401, 403, 404), ()),
+    ("post", "/api/v1/teams/{team_id}/members", "Add a team member", MemberBody, 201, (400, 401, 403, 404), ()),
+    ("delete", "/api/v1/teams/{team_id}/members/{user_id}", "Remove a team member", None, 200, (401, 403, 404), ()),
+    ("post", "/api/v1/channels", "Create a channel", CreateChannelBody, 201, (400, 401, 403, 404, 409), ()),
+    ("post", "/api/v1/channels/direct", "Open a direct message channel", DirectBody, 201, (400, 401, 403), ()),
+    ("get", "/api/v1/channels/{channel_id}", "A channel", None, 200, (401, 404), ()),
+    ("get", "/api/v1/channels/{channel_id}/members", "A channel's members", None, 200, (401, 404), ()),
+    ("post", "/api/v1/channels/{channel_id}/members", "Add a channel member", MemberBody, 201, (400, 401, 403, 404), ()),
+    ("delete", "/api/v1/channels/{channel_id}/members/{user_id}", "Remove a channel member", None, 200, (400, 401, 403, 404), ()),
+    ("post", "/api/v1/channels/{channel_id}/posts", "Post in a channel", CreatePostBody, 201, (400, 401, 403, 404), ()),
+    ("get", "/api/v1/channels/{channel_id}/posts", "A page of posts, newest first", None, 200, (400, 401, 404),
+     (_Q_SINCE, _Q_BEFORE, _Q_LIMIT)),
+    ("get", "/api/v1/posts/{post_id}", "A post", None, 200, (401, 404), ()),
+    ("put", "/api/v1/posts/{post_id}", "Edit a post (author or admin)", EditPostBody, 200, (400, 401, 403, 404), ()),
+    ("delete", "/api/v1/posts/{post_id}", "Delete a post (author or admin)", None, 200, (401, 403, 404), ()),
+    ("get", "/api/v1/posts/{post_id}/thread", "A thread", None, 200, (401, 404), ()),
+    ("get", "/api/v1/posts/{post_id}/reactions", "A post's reactions", None, 200, (401, 404), ()),
+    ("post", "/api/v1/posts/{post_id}/reactions", "React to a post", ReactionBody, 201, (400, 401, 403, 404), ()),
+    ("delete", "/api/v1/posts/{post_id}/reactions/{emoji_name}", "Remove a reaction", None, 200, (401, 403, 404), ()),
+    ("get", "/api/v1/admin/config", "Server configuration (admin)", None, 200, (401, 403), ()),
+    ("put", "/api/v1/admin/config/site", "Change server configuration (admin)", SiteBody, 200, (400, 401, 403), ()),
+    ("get", "/api/v1/health", "Health: database, Redis, connections, cluster nodes", None, 200, (503,), ()),
+    ("get", "/api/v1/health/live", "Liveness", None, 200, (), ()),
+    ("get", "/api/v1/health/ready", "Readiness", None, 200, (503,), ()),
+)
+
+_STATUS_TEXT = {200: "OK", 201: "Created", 400: "Bad request", 401: "Not authenticated", 403: "Forbidden",
+                404: "Not found", 409: "Conflict", 413: "Body too large", 415: "Unsupported media type",
+                429: "Too many requests", 503: "Unavailable"}
+_PUBLIC = {"/api/v1/auth/login", "/api/v1/health", "/api/v1/health/live", "/api/v1/health/ready"}
+
+
+def build() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, summary, body, ok, errors, query in OPERATIONS:
+        params = [{"name": p.strip("{}"), "in": "path", "required": True,
+                   "schema": {"type": "string", "maxLength": 64} if p == "{emoji_name}" else ID}
+                  for p in path.split("/") if p.startswith("{")]
+        op: dict[str, Any] = {
+            "summary": summary,
+            "operationId": f"{method}_{path.removeprefix('/api/v1/').replace('/', '_').replace('{', '').replace('}', '')}",
+            "parameters": params + list(query),
+            "responses": {str(ok): {"description": _STATUS_TEXT[ok], "content": {"application/json": {"schema": {}}}}},
+        }
+        for status in sorted({*errors, 413, 415} if body else set(errors)):
+            op["responses"][str(status)] = {"description": _STATUS_TEXT[status],
+                                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        if body is not None:
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body.model_json_schema()}}}
+        if path not in _PUBLIC:
+            op["security"] = [{"bearer": []}]
+        paths.setdefault(path, {})[method] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "RustChat API", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": ERROR},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+_SPEC: dict[str, Any] | None = None
+
+
+@routes.get("/api/v1/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    global _SPEC
+    if _SPEC is None:
+        _SPEC = build()
+    return web.json_response(_SPEC)

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian 12 machine (or an existing checkout) to run RustChat:
+# Python 3.11 with venv, the project's virtualenv in .venv, and with --test the tools the test
+# suite drives (redis-server). Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        echo "bootstrap: need root (or sudo) to run: $*" >&2; exit 1; fi
+}
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "bootstrap: installing ${missing[*]}" >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+PYTHON=${PYTHON:-python3}
+if ! command -v "$PYTHON" >/dev/null || ! "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+    apt_install python3
+    PYTHON=python3
+fi
+# Debian splits venv and ensurepip out of python3.
+if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
+    apt_install python3-venv
+fi
+if [ "$want_test" -eq 1 ] && ! command -v redis-server >/dev/null; then
+    apt_install redis-server
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+fi
+stamp=.venv/.rustchat-installed
+extras=""
+[ "$want_test" -eq 1 ] && extras="[test]"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! grep -qx "$extras" "$stamp" 2>/dev/null; then
+    .venv/bin/pip install -q -e ".${extras}"
+    echo "$extras" > "$stamp"
+fi
