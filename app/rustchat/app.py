@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from rustchat import keys
@@ -22,9 +23,8 @@ from rustchat.config import Settings
 from rustchat.db import migrations
 from rustchat.db.pool import Pool
 from rustchat.node import new_node_id
-from rustchat.realtime import websocket
+from rustchat.realtime import connections, websocket
 from rustchat.realtime.hub import Hub
-from rustchat.realtime.limits import LocalConnectionLimiter
 from rustchat.realtime.publisher import Publisher
 from rustchat.site_config import SiteConfig
 from rustchat.store import users
@@ -32,6 +32,7 @@ from rustchat.store import users
 log = logging.getLogger(__name__)
 
 DATABASE_URL: web.AppKey[str] = web.AppKey("database_url", str)
+REDIS_TIMEOUT = 2.0
 
 
 async def ensure_admin(db: Pool, settings: Settings) -> None:
@@ -68,6 +69,26 @@ async def _site(app: web.Application) -> AsyncIterator[None]:
     await site.stop()
 
 
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    """The shared Redis client, or None in single-node mode. A Redis that is down at start is
+    logged and retried by its users; the node serves its own connections meanwhile."""
+    url = app[keys.SETTINGS].redis_url
+    if not url:
+        app[keys.REDIS] = None
+        yield
+        return
+    client = aioredis.Redis.from_url(
+        url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT, health_check_interval=10
+    )
+    try:
+        await client.ping()
+    except (aioredis.RedisError, OSError) as exc:
+        log.error("Redis unreachable at start (%s); serving local connections and retrying", exc)
+    app[keys.REDIS] = client
+    yield
+    await client.aclose()
+
+
 async def _hub(app: web.Application) -> AsyncIterator[None]:
     hub = app[keys.HUB]
 
@@ -99,9 +120,9 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     )
     app[keys.HUB] = hub
     app[keys.PUBLISHER] = Publisher(hub)
-    app[websocket.LIMITER] = LocalConnectionLimiter()
     app[DRAINING] = asyncio.Event()
-    app.cleanup_ctx.extend([_database, _site, _hub])
+    app.cleanup_ctx.extend([_database, _site, _redis, _hub])
+    connections.setup(app)
     for module in (accounts, teams, channels, posts, admin, health, openapi, websocket):
         app.router.add_routes(module.routes)
     return app

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from rustchat.config import Settings
     from rustchat.db.pool import Pool
     from rustchat.realtime.hub import Hub
@@ -19,3 +21,5 @@ HUB: web.AppKey[Hub] = web.AppKey("hub")
 PUBLISHER: web.AppKey[Publisher] = web.AppKey("publisher")
 SITE: web.AppKey[SiteConfig] = web.AppKey("site")
 NODE_ID: web.AppKey[str] = web.AppKey("node_id")
+# None in single-node mode (RUSTCHAT_REDIS_URL unset).
+REDIS: web.AppKey[Redis | None] = web.AppKey("redis")

@@ -22,6 +22,7 @@ class Broadcast:
     team_id: str = ""
     user_id: str = ""
     omit_user_id: str = ""  # internal: e.g. the typist does not get their own `typing`
+    team_ids: tuple[str, ...] = ()  # internal: members of any of these teams, each once (presence)
 
     def public(self) -> dict[str, str]:
         return {"channel_id": self.channel_id, "team_id": self.team_id, "user_id": self.user_id}
@@ -60,7 +61,8 @@ class Event:
         return {
             "event": self.event,
             "data": self.data,
-            "broadcast": {**self.broadcast.public(), "omit_user_id": self.broadcast.omit_user_id},
+            "broadcast": {**self.broadcast.public(), "omit_user_id": self.broadcast.omit_user_id,
+                          "team_ids": list(self.broadcast.team_ids)},
             "membership": [[m.op, m.user_id, m.target_id] for m in self.membership],
         }
 
@@ -75,6 +77,7 @@ class Event:
                 team_id=b.get("team_id", ""),
                 user_id=b.get("user_id", ""),
                 omit_user_id=b.get("omit_user_id", ""),
+                team_ids=tuple(b.get("team_ids") or ()),
             ),
             membership=tuple(MembershipChange(op, uid, tid) for op, uid, tid in msg.get("membership", ())),
         )

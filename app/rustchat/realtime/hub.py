@@ -101,7 +101,9 @@ class Hub:
 
     def _recipients(self, event: Event) -> list[Session]:
         b = event.broadcast
-        if b.channel_id:
+        if b.team_ids:
+            pool = set().union(*(self._by_team.get(t, ()) for t in b.team_ids))
+        elif b.channel_id:
             pool = self._by_channel.get(b.channel_id, ())
         elif b.team_id:
             pool = self._by_team.get(b.team_id, ())
