@@ -31,8 +31,13 @@ fi
 if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
     apt_install python3-venv
 fi
-if [ "$want_test" -eq 1 ] && ! command -v redis-server >/dev/null; then
-    apt_install redis-server
+if [ "$want_test" -eq 1 ]; then
+    # Real peers the tests drive: Redis for the cluster, nginx/openssl/systemd-analyze to check
+    # the appliance's rendered configs with their own tools.
+    for pair in redis-server:redis-server nginx:nginx-light openssl:openssl systemd-analyze:systemd; do
+        command -v "${pair%%:*}" >/dev/null || PATH=$PATH:/usr/sbin command -v "${pair%%:*}" >/dev/null \
+            || apt_install "${pair#*:}"
+    done
 fi
 
 if [ ! -x .venv/bin/python ]; then

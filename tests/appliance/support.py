@@ -42,6 +42,13 @@ def pg_bindir() -> Path:
     for candidate in candidates:
         if candidate and (Path(candidate) / "postgres").exists() and (Path(candidate) / "initdb").exists():
             return Path(candidate)
+    # The embedded default's binaries (pgserver's) are always installed with the app.
+    from rustchat.db.embedded import EmbeddedPostgresError, find_bin_dir
+
+    try:
+        return find_bin_dir()
+    except EmbeddedPostgresError:
+        pass
     pytest.fail("PostgreSQL server binaries (postgres, initdb) are missing; set RUSTCHAT_PG_BINDIR or install: "
                 + INSTALL_HINT.format(package="postgresql-15"), pytrace=False)
 
