@@ -24,6 +24,7 @@ from rustchat.db import migrations
 from rustchat.db.pool import Pool
 from rustchat.node import new_node_id
 from rustchat.realtime import connections, websocket
+from rustchat.realtime.cluster import ClusterLink
 from rustchat.realtime.hub import Hub
 from rustchat.realtime.publisher import Publisher
 from rustchat.site_config import SiteConfig
@@ -89,6 +90,29 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     await client.aclose()
 
 
+async def _cluster(app: web.Application) -> AsyncIterator[None]:
+    redis = app[keys.REDIS]
+    if redis is None:
+        app[keys.CLUSTER] = None
+        yield
+        return
+    settings = app[keys.SETTINGS]
+    link = ClusterLink(
+        redis, app[keys.HUB], app[keys.NODE_ID],
+        pool_max=settings.pool.max_connections,
+        heartbeat_interval=settings.cluster_heartbeat_secs,
+        backlog_limit=settings.cluster_backlog,
+        stream_maxlen=settings.cluster_log_maxlen,
+    )
+    await link.start()
+    app[keys.CLUSTER] = link
+    app[keys.PUBLISHER].cluster = link
+    log.info("joined the cluster as %s", app[keys.NODE_ID])
+    yield
+    app[keys.PUBLISHER].cluster = None
+    await link.stop()
+
+
 async def _hub(app: web.Application) -> AsyncIterator[None]:
     hub = app[keys.HUB]
 
@@ -119,9 +143,9 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
         resume_window_secs=settings.ws_resume_window_secs,
     )
     app[keys.HUB] = hub
-    app[keys.PUBLISHER] = Publisher(hub)
+    app[keys.PUBLISHER] = Publisher(hub, app[keys.NODE_ID])
     app[DRAINING] = asyncio.Event()
-    app.cleanup_ctx.extend([_database, _site, _redis, _hub])
+    app.cleanup_ctx.extend([_database, _site, _redis, _cluster, _hub])
     connections.setup(app)
     for module in (accounts, teams, channels, posts, admin, health, openapi, websocket):
         app.router.add_routes(module.routes)

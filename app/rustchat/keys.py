@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
     from rustchat.config import Settings
     from rustchat.db.pool import Pool
+    from rustchat.realtime.cluster import ClusterLink
     from rustchat.realtime.hub import Hub
     from rustchat.realtime.publisher import Publisher
     from rustchat.site_config import SiteConfig
@@ -23,3 +24,5 @@ SITE: web.AppKey[SiteConfig] = web.AppKey("site")
 NODE_ID: web.AppKey[str] = web.AppKey("node_id")
 # None in single-node mode (RUSTCHAT_REDIS_URL unset).
 REDIS: web.AppKey[Redis | None] = web.AppKey("redis")
+# None in single-node mode.
+CLUSTER: web.AppKey[ClusterLink | None] = web.AppKey("cluster")

@@ -44,6 +44,9 @@ class Event:
     data: dict[str, Any]
     broadcast: Broadcast
     membership: tuple[MembershipChange, ...] = ()
+    eid: str = ""  # unique per event: "<origin node id>:<counter>"
+    stream_id: str | None = field(default=None, compare=False)  # set once it is in the replay log
+    seqno: int = field(default=0, repr=False, compare=False)  # the cluster link's publish counter
     _tail: bytes | None = field(default=None, repr=False, compare=False)
 
     def tail(self) -> bytes:
@@ -80,6 +83,7 @@ class Event:
                 team_ids=tuple(b.get("team_ids") or ()),
             ),
             membership=tuple(MembershipChange(op, uid, tid) for op, uid, tid in msg.get("membership", ())),
+            eid=str(msg.get("eid", "")),
         )
 
 

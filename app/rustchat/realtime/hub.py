@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
+from rustchat import metrics
 from rustchat.ids import new_id
 from rustchat.realtime.events import Event, MembershipChange
 from rustchat.realtime.session import CLOSE_SLOW_CONSUMER, Session
@@ -97,6 +98,7 @@ class Hub:
             if change.op.startswith("remove_"):
                 self._apply(change)
         self.delivered += len(recipients)
+        metrics.EVENTS_DELIVERED.inc(len(recipients))
         return len(recipients)
 
     def _recipients(self, event: Event) -> list[Session]:
@@ -137,6 +139,7 @@ class Hub:
 
     def _drop(self, session: Session, reason: str) -> None:
         self.dropped[reason] += 1
+        metrics.EVENTS_DROPPED.labels(reason).inc()
         ws = session.detach()
         log.warning("dropping WebSocket session %s of user %s: %s", session.id, session.user_id, reason)
         if ws is not None and not ws.closed:
