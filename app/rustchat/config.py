@@ -54,6 +54,9 @@ class Settings:
     ws_max_frame_bytes: int = 65536
     ws_compression: bool = False
     allowed_origins: tuple[str, ...] = ()
+    cluster_heartbeat_secs: float = 5.0
+    cluster_log_maxlen: int = 100_000
+    cluster_backlog: int = 10_000
 
 
 def _int(lo: int | None = None, hi: int | None = None) -> tuple[Callable[[str], Any], str]:
@@ -205,6 +208,12 @@ FIELDS: tuple[Field, ...] = (
           "how long a closed connection can be resumed"),
     Field("RUSTCHAT_WS__MAX_FRAME_BYTES", "ws_max_frame_bytes", _int(1024, 16 * 1024 * 1024),
           "largest client frame accepted (larger closes with 1009)"),
+    Field("RUSTCHAT_CLUSTER__HEARTBEAT_SECS", "cluster_heartbeat_secs", _float(strictly_positive=True),
+          "heartbeat interval; a process unheard for three intervals is gone"),
+    Field("RUSTCHAT_CLUSTER__LOG_MAXLEN", "cluster_log_maxlen", _int(1000, 100_000_000),
+          "events kept in the Redis replay log (gap refill, resume on another node)"),
+    Field("RUSTCHAT_CLUSTER__BACKLOG", "cluster_backlog", _int(100, 10_000_000),
+          "events held in memory while Redis is unreachable"),
     Field("RUSTCHAT_WS__COMPRESSION", "ws_compression", _bool(),
           "per-message deflate (costs ~300 KB and CPU per connection)"),
 )
