@@ -38,9 +38,12 @@ class Hub:
         self.delivered = 0
 
     # -- sessions -------------------------------------------------------------------------------
-    def new_session(self, user_id: str, token_hash: str) -> Session:
+    def new_session(self, user_id: str, token_hash: str, session_id: str | None = None) -> Session:
+        stale = self.sessions.get(session_id) if session_id else None
+        if stale is not None:
+            self.remove(stale)
         session = Session(
-            new_id(),
+            session_id or new_id(),
             user_id,
             token_hash=token_hash,
             send_queue=self._send_queue,
@@ -93,7 +96,7 @@ class Hub:
         if recipients:
             tail = event.tail()
             for session in recipients:
-                session.push(tail)
+                session.push(tail, event)
         for change in event.membership:
             if change.op.startswith("remove_"):
                 self._apply(change)

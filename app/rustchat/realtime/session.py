@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
 
-from rustchat.realtime.events import frame
+from rustchat.realtime.events import Event, frame
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,10 @@ class Session:
         self.channels: set[str] = set()
         self.teams: set[str] = set()
         self.seq = 0
-        self._replay: deque[tuple[int, bytes]] = deque(maxlen=replay_events)
+        # (seq, frame, event): the event is kept for its stream id (resume on another node).
+        self._replay: deque[tuple[int, bytes, Event | None]] = deque(maxlen=replay_events)
+        # While a session resumed from another node catches up, live events wait here unnumbered.
+        self._held: list[tuple[bytes, Event | None]] | None = None
         self._queue_size = send_queue
         self._queue: asyncio.Queue[bytes | None] | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -52,12 +55,40 @@ class Session:
         return self.ws is not None
 
     # -- delivery -----------------------------------------------------------------------------
-    def push(self, tail: bytes) -> None:
+    def push(self, tail: bytes, event: Event | None = None) -> None:
         """Number, log and queue one event. Never blocks: a full queue drops the socket, not others."""
+        if self._held is not None:
+            self._held.append((tail, event))
+            return
         self.seq += 1
         data = frame(self.seq, tail)
-        self._replay.append((self.seq, data))
+        self._replay.append((self.seq, data, event))
         self._enqueue(data)
+
+    def hold(self) -> None:
+        self._held = []
+
+    def restore(self, seq: int, replayed: list[tuple[int, Event]]) -> list[bytes]:
+        """Adopt another node's numbering: `replayed` are (seq, event) in order, the first ones
+        numbered there, the rest here. Then release the held live events not among them."""
+        out = []
+        for number, event in replayed:
+            data = frame(number, event.tail())
+            self._replay.append((number, data, event))
+            out.append(data)
+        self.seq = max([seq, *(n for n, _ in replayed)])
+        held, self._held = self._held or [], None
+        seen = {event.eid for _, event in replayed if event.eid}
+        for tail, event in held:
+            if event is None or event.eid not in seen:
+                self.seq += 1
+                data = frame(self.seq, tail)
+                self._replay.append((self.seq, data, event))
+                out.append(data)
+        return out
+
+    def replay_log(self) -> list[tuple[int, Event | None]]:
+        return [(seq, event) for seq, _, event in self._replay]
 
     def send_control(self, data: bytes) -> None:
         """Replies and hello: not numbered, not replayed."""
@@ -80,7 +111,7 @@ class Session:
             return None
         if not self._replay or self._replay[0][0] > last_seq + 1:
             return None
-        return [data for seq, data in self._replay if seq > last_seq]
+        return [data for seq, data, _ in self._replay if seq > last_seq]
 
     # -- socket lifecycle ---------------------------------------------------------------------
     def attach(self, ws: web.WebSocketResponse, backlog: list[bytes]) -> None:

@@ -21,6 +21,7 @@ from rustchat.api.middleware import TOKEN, USER
 from rustchat.auth import tokens
 from rustchat.db.pool import DatabaseUnavailable
 from rustchat.errors import ApiError
+from rustchat.realtime import resume
 from rustchat.realtime.events import Broadcast, Event, encode
 from rustchat.realtime.session import Session
 from rustchat.store import channels, teams
@@ -30,6 +31,8 @@ routes = web.RouteTableDef()
 
 LIMITER: web.AppKey[Any] = web.AppKey("connection_limiter")
 CHALLENGE_TIMEOUT = 10.0
+RECORD_WAIT_TRIES = 5
+_background: set[asyncio.Task] = set()
 TYPING_MIN_INTERVAL = 1.0
 
 CLOSE_POLICY = 1008
@@ -136,10 +139,11 @@ async def _challenge(ws: web.WebSocketResponse, app: web.Application) -> tuple[d
 class _Claim:
     """The outcome of matching a connect to a session: resumed or new, and what to send first."""
 
-    def __init__(self, session: Session, resumed: bool, missed: list[bytes]) -> None:
+    def __init__(self, session: Session, resumed: bool, missed: list[bytes], needs_load: bool) -> None:
         self.session = session
         self.resumed = resumed
         self.missed = missed
+        self.needs_load = needs_load
 
 
 def _find_resumable(hub, user_id: str, conn_id: str | None, last_seq: int | None) -> _Claim | None:  # noqa: ANN001
@@ -151,7 +155,42 @@ def _find_resumable(hub, user_id: str, conn_id: str | None, last_seq: int | None
     missed = session.missed_since(last_seq)
     if missed is None:
         return None
-    return _Claim(session, True, missed)
+    return _Claim(session, True, missed, False)
+
+
+async def _resume_record(app: web.Application, conn_id: str) -> dict | None:
+    """The saved state of a connection that closed on some node (cluster mode only)."""
+    redis = app[keys.REDIS]
+    record = await resume.load(redis, conn_id)
+    if record is None and conn_id not in app[keys.HUB].sessions:
+        # The old node saves the record just after its socket closed; a fast reconnect may beat it.
+        for _ in range(RECORD_WAIT_TRIES):
+            await asyncio.sleep(0.2)
+            record = await resume.load(redis, conn_id)
+            if record is not None:
+                break
+    return record
+
+
+async def _resume_elsewhere(app: web.Application, user: dict, token: str, record: dict, last_seq: int) -> _Claim | None:
+    """Rebuild a connection that lived on another node from the cluster's replay log."""
+    hub = app[keys.HUB]
+    session = hub.new_session(user["id"], tokens.digest(token), session_id=record["_id"])
+    session.hold()
+    try:
+        hub.loaded(session, await channels.channel_ids_for_user(app[keys.DB], user["id"]),
+                   await teams.team_ids_for_user(app[keys.DB], user["id"]))
+        replayed = await resume.replay(app[keys.REDIS], record, last_seq)
+    except BaseException:
+        hub.remove(session)
+        raise
+    if replayed is None:
+        hub.remove(session)
+        return None
+    await resume.mark_taken(app[keys.REDIS], session.id, app[keys.NODE_ID], app[keys.SETTINGS].ws_resume_window_secs)
+    missed = session.restore(int(record["seq"]), replayed)
+    log.info("session %s resumed from node %s: %d events replayed", session.id, record["node"], len(missed))
+    return _Claim(session, True, missed, False)
 
 
 async def _claim(request: web.Request, user: dict, token: str) -> _Claim | None:
@@ -159,18 +198,34 @@ async def _claim(request: web.Request, user: dict, token: str) -> _Claim | None:
     app = request.app
     hub = app[keys.HUB]
     limiter = app[LIMITER]
-    claim = _find_resumable(hub, user["id"], *_resume_params(request))
+    limit = app[keys.SITE].max_simultaneous_connections
+    conn_id, last_seq = _resume_params(request)
+    record = None
+    if conn_id and last_seq is not None and app[keys.CLUSTER] is not None:
+        record = await _resume_record(app, conn_id)
+    # A local session is authoritative unless another node has taken the connection over since.
+    local_ok = record is None or record.get("node") == app[keys.NODE_ID]
+    claim = _find_resumable(hub, user["id"], conn_id, last_seq) if local_ok else None
+    if claim is None and record and not record.get("taken") and record.get("user_id") == user["id"]:
+        if not await limiter.acquire(user["id"], conn_id, limit):
+            return None
+        record["_id"] = conn_id
+        claim = await _resume_elsewhere(app, user, token, record, last_seq)
+        if claim is None:
+            await limiter.release(user["id"], conn_id)
+        else:
+            return claim
     if claim is not None:
         if claim.session.attached:
             return claim  # the same connection on a new socket: no new slot
-        if not await limiter.acquire(user["id"], claim.session.id, app[keys.SITE].max_simultaneous_connections):
+        if not await limiter.acquire(user["id"], claim.session.id, limit):
             return None
         return claim
     session = hub.new_session(user["id"], tokens.digest(token))
-    if not await limiter.acquire(user["id"], session.id, app[keys.SITE].max_simultaneous_connections):
+    if not await limiter.acquire(user["id"], session.id, limit):
         hub.remove(session)
         return None
-    return _Claim(session, False, [])
+    return _Claim(session, False, [], True)
 
 
 def _limit_error(request: web.Request) -> ApiError:
@@ -218,7 +273,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 await ws.close(code=CLOSE_TOO_MANY, message=b"too many connections")
                 return ws
         session = claim.session
-        if not claim.resumed:
+        if claim.needs_load:
             try:
                 hub.loaded(
                     session,
@@ -244,7 +299,20 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             if session.ws is ws or session.ws is None:
                 session.detach()
                 await app[LIMITER].release(session.user_id, session.id)
+                _save_for_resume(app, session)
     return ws
+
+
+def _save_for_resume(app: web.Application, session: Session) -> None:
+    link = app[keys.CLUSTER]
+    if link is None or app[keys.REDIS] is None or session.id not in app[keys.HUB].sessions:
+        return
+    snap = resume.snapshot(session, link)
+    task = asyncio.get_running_loop().create_task(
+        resume.save(app[keys.REDIS], link, snap, app[keys.NODE_ID], app[keys.SETTINGS].ws_resume_window_secs)
+    )
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 async def _read_loop(request: web.Request, ws: web.WebSocketResponse, session: Session, user: dict) -> None:

@@ -1,0 +1,160 @@
+"""Resume on another node: a client that reconnects anywhere within the resume window gets every
+event it missed, in order, each once.
+
+When a socket closes, its node saves a record in Redis (`rustchat:ws:resume:{connection_id}`, TTL =
+the resume window): the session's last `seq`, its channels and teams, the position of the node's
+cluster subscriber, and the stream ids of the events in its replay log. Another node rebuilds the
+missed events from the cluster's replay stream: those numbered by the old node after the client's
+last `seq` (by stream id), then everything after the old node's position that the user could see,
+applying membership changes as they come, numbered on. The record is then marked as taken, so the
+old node does not resume it a second time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from rustchat.realtime.cluster import STREAM, ClusterLink, sid_key
+from rustchat.realtime.events import Event
+from rustchat.realtime.session import Session
+
+log = logging.getLogger(__name__)
+
+KEY = "rustchat:ws:resume:{}"
+MAX_AFTER = 5000  # beyond this many later events a client is better off refetching
+
+
+@dataclass
+class Snapshot:
+    session_id: str
+    user_id: str
+    token_hash: str
+    seq: int
+    channels: list[str]
+    teams: list[str]
+    position: tuple[int, int] | None
+    entries: list[tuple[int, Event | None]]
+
+
+def snapshot(session: Session, link: ClusterLink) -> Snapshot:
+    """Taken synchronously when the socket closes; the stream ids fill in as publishes complete."""
+    return Snapshot(session.id, session.user_id, session.token_hash, session.seq, sorted(session.channels),
+                    sorted(session.teams), link.position, session.replay_log())
+
+
+async def save(redis: aioredis.Redis, link: ClusterLink, snap: Snapshot, node_id: str, ttl: float) -> bool:
+    if snap.position is None:
+        return False
+    await link.flushed()
+    entries: list[list[Any]] = []
+    for seq, event in snap.entries:
+        if event is None or event.stream_id is None:
+            entries = []  # not in the stream (publish failed): only what follows can be replayed
+            continue
+        entries.append([seq, event.stream_id])
+    record = {"node": node_id, "user_id": snap.user_id, "token_hash": snap.token_hash, "seq": snap.seq,
+              "channels": snap.channels, "teams": snap.teams,
+              "position": f"{snap.position[0]}-{snap.position[1]}", "entries": entries}
+    try:
+        await redis.set(KEY.format(snap.session_id), json.dumps(record, separators=(",", ":")), ex=max(1, int(ttl)))
+    except (RedisError, OSError) as exc:
+        log.warning("could not save resume state of session %s: %s", snap.session_id, exc)
+        return False
+    return True
+
+
+async def load(redis: aioredis.Redis, session_id: str) -> dict[str, Any] | None:
+    try:
+        raw = await redis.get(KEY.format(session_id))
+    except (RedisError, OSError):
+        return None
+    return json.loads(raw) if raw else None
+
+
+async def mark_taken(redis: aioredis.Redis, session_id: str, node_id: str, ttl: float) -> None:
+    try:
+        await redis.set(KEY.format(session_id), json.dumps({"node": node_id, "taken": True}), ex=max(1, int(ttl)))
+    except (RedisError, OSError) as exc:
+        log.debug("could not mark session %s as taken: %s", session_id, exc)
+
+
+def visible(event: Event, user_id: str, channels: set[str], teams: set[str]) -> bool:
+    """The hub's recipient rule (hub._recipients) for one user, evaluated on an event."""
+    b = event.broadcast
+    if b.omit_user_id and b.omit_user_id == user_id:
+        return False
+    if b.team_ids:
+        return bool(teams.intersection(b.team_ids))
+    if b.channel_id:
+        return b.channel_id in channels
+    if b.team_id:
+        return b.team_id in teams
+    if b.user_id:
+        return b.user_id == user_id
+    return True
+
+
+def _apply(event: Event, user_id: str, channels: set[str], teams: set[str], when: str) -> None:
+    for change in event.membership:
+        if change.user_id != user_id or not change.op.startswith(when):
+            continue
+        target = channels if change.op.endswith("_channel") else teams
+        if when == "add_":
+            target.add(change.target_id)
+        else:
+            target.discard(change.target_id)
+
+
+def _event(sid: bytes | str, fields: dict) -> Event:
+    raw = fields.get(b"m") or fields.get("m")
+    event = Event.from_wire(json.loads(raw))
+    event.stream_id = sid.decode() if isinstance(sid, bytes) else sid
+    return event
+
+
+async def replay(redis: aioredis.Redis, record: dict[str, Any], last_seq: int) -> list[tuple[int, Event]] | None:
+    """The (seq, event) pairs the client missed, or None when they cannot all be rebuilt."""
+    seq = int(record["seq"])
+    if last_seq > seq or last_seq < 0:
+        return None
+    numbered = [(int(n), sid) for n, sid in record["entries"]]
+    missed_numbered = [(n, sid) for n, sid in numbered if n > last_seq]
+    if last_seq < seq and (not missed_numbered or missed_numbered[0][0] != last_seq + 1):
+        return None  # the client is further behind than the old node's replay log reaches
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            for _, sid in missed_numbered:
+                pipe.xrange(STREAM, min=sid, max=sid)
+            found = await pipe.execute() if missed_numbered else []
+            position = record["position"]
+            later = await redis.xrange(STREAM, min=position, max="+", count=MAX_AFTER + 1)
+    except (RedisError, OSError) as exc:
+        log.warning("resume from the replay log failed: %s", exc)
+        return None
+    out: list[tuple[int, Event]] = []
+    for (n, _), entries in zip(missed_numbered, found, strict=True):
+        if not entries:
+            return None  # trimmed from the stream
+        out.append((n, _event(*entries[0])))
+    if len(later) > MAX_AFTER or (later and sid_key(later[0][0]) != sid_key(position) and position != "0-0"):
+        return None  # too much, or the stream no longer reaches back to the old node's position
+    already = {sid_key(sid) for _, sid in numbered}
+    user_id = record["user_id"]
+    channels, teams = set(record["channels"]), set(record["teams"])
+    for sid, fields in later:
+        key = sid_key(sid)
+        if key <= sid_key(position) or key in already:
+            continue
+        event = _event(sid, fields)
+        _apply(event, user_id, channels, teams, "add_")
+        if visible(event, user_id, channels, teams):
+            seq += 1
+            out.append((seq, event))
+        _apply(event, user_id, channels, teams, "remove_")
+    return out
