@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import random
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
@@ -109,6 +111,7 @@ async def _cluster(app: web.Application) -> AsyncIterator[None]:
     app[keys.PUBLISHER].cluster = link
     log.info("joined the cluster as %s", app[keys.NODE_ID])
     yield
+    await websocket.saves_finished(timeout=3.0)
     app[keys.PUBLISHER].cluster = None
     await link.stop()
 
@@ -129,6 +132,26 @@ async def _hub(app: web.Application) -> AsyncIterator[None]:
     hub.close_sessions(lambda s: True, 1001, b"server shutting down")
 
 
+CLOSE_SERVICE_RESTART = 1012
+
+
+async def _drain(app: web.Application) -> None:
+    """SIGTERM: stop being ready, move every client elsewhere without a thundering herd.
+
+    aiohttp has already stopped accepting; in-flight requests finish after this returns. Each
+    socket closes with 1012 and its own random reconnect delay, its slot under the connection
+    limit is released and its resume record saved, so the client resumes on another node.
+    """
+    app[DRAINING].set()
+    jitter_ms = int(app[keys.SETTINGS].ws_reconnect_jitter_secs * 1000)
+
+    def reason() -> bytes:
+        return json.dumps({"reconnect_after_ms": random.randint(0, jitter_ms)}).encode()
+
+    closed = await app[keys.HUB].drain(CLOSE_SERVICE_RESTART, reason)
+    log.info("draining: closed %d WebSocket connections with 1012", closed)
+
+
 def create_app(settings: Settings, database_url: str) -> web.Application:
     app = web.Application(
         middlewares=[request_context, errors, authenticate],
@@ -146,6 +169,7 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     app[keys.PUBLISHER] = Publisher(hub, app[keys.NODE_ID])
     app[DRAINING] = asyncio.Event()
     app.cleanup_ctx.extend([_database, _site, _redis, _cluster, _hub])
+    app.on_shutdown.append(_drain)
     connections.setup(app)
     for module in (accounts, teams, channels, posts, admin, health, openapi, websocket):
         app.router.add_routes(module.routes)

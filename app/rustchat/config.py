@@ -55,6 +55,8 @@ class Settings:
     ws_compression: bool = False
     allowed_origins: tuple[str, ...] = ()
     cluster_heartbeat_secs: float = 5.0
+    trusted_proxies: tuple = ()
+    ws_reconnect_jitter_secs: float = 5.0
     cluster_log_maxlen: int = 100_000
     cluster_backlog: int = 10_000
 
@@ -136,6 +138,15 @@ def _log_filter() -> tuple[Callable[[str], Any], str]:
     return parse, "a filter like info,rustchat::realtime=debug (levels: trace/debug/info/warn/error/off)"
 
 
+def _networks() -> tuple[Callable[[str], Any], str]:
+    def parse(raw: str) -> tuple:
+        from rustchat.api.client_address import parse_networks
+
+        return parse_networks(raw)
+
+    return parse, "a comma-separated list of IP addresses or CIDR networks"
+
+
 def _origins() -> tuple[Callable[[str], Any], str]:
     def parse(raw: str) -> tuple[str, ...]:
         out = []
@@ -184,12 +195,14 @@ FIELDS: tuple[Field, ...] = (
           "the site's external URL; its origin is accepted for WebSocket upgrades"),
     Field("RUSTCHAT_SERVER__ALLOWED_ORIGINS", "allowed_origins", _origins(),
           "extra origins allowed to open WebSockets (comma-separated)"),
+    Field("RUSTCHAT_TRUSTED_PROXIES", "trusted_proxies", _networks(),
+          "proxies whose X-Forwarded-For / X-Real-IP name the client (IPs or CIDRs, comma-separated)"),
     Field("RUSTCHAT_LOG", "log", _log_filter(), "log filter, e.g. info,rustchat::realtime=debug (RUST_LOG also read)"),
     Field("RUSTCHAT_LOG_FORMAT", "log_format", _choice("text", "json"), "log line format"),
     Field("RUSTCHAT_ADMIN_USER", "admin_user", _text(), "first admin's username, created at start if missing"),
     Field("RUSTCHAT_ADMIN_PASSWORD", "admin_password", _text(), "first admin's password", secret=True),
     Field("RUSTCHAT_ADMIN_EMAIL", "admin_email", _text(), "first admin's email (default USER@localhost)"),
-    Field("RUSTCHAT_AUTH__TOKEN_TTL_SECS", "token_ttl_secs", _int(60), "bearer token lifetime"),
+    Field("RUSTCHAT_AUTH__TOKEN_TTL_SECS", "token_ttl_secs", _int(1), "bearer token lifetime"),
     Field("RUSTCHAT_AUTH__MAX_FAILED_LOGINS_PER_ACCOUNT", "login_max_failures_per_account", _int(1),
           "failed logins per account within the window before 429"),
     Field("RUSTCHAT_AUTH__MAX_FAILED_LOGINS_PER_ADDRESS", "login_max_failures_per_address", _int(1),
@@ -214,6 +227,8 @@ FIELDS: tuple[Field, ...] = (
           "events kept in the Redis replay log (gap refill, resume on another node)"),
     Field("RUSTCHAT_CLUSTER__BACKLOG", "cluster_backlog", _int(100, 10_000_000),
           "events held in memory while Redis is unreachable"),
+    Field("RUSTCHAT_WS__RECONNECT_JITTER_SECS", "ws_reconnect_jitter_secs", _float(),
+          "on shutdown, clients are told to reconnect after a random delay up to this"),
     Field("RUSTCHAT_WS__COMPRESSION", "ws_compression", _bool(),
           "per-message deflate (costs ~300 KB and CPU per connection)"),
 )
@@ -281,7 +296,7 @@ def effective(settings: Settings) -> list[tuple[str, str, str]]:
         elif f.secret:
             shown = "****"
         elif isinstance(value, tuple):
-            shown = ",".join(value) or "(none)"
+            shown = ",".join(str(v) for v in value) or "(none)"
         else:
             shown = str(value)
         rows.append((f.env, shown, f.doc))

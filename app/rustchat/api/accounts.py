@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from rustchat import keys
+from rustchat.api.client_address import client_address
 from rustchat.api.middleware import TOKEN, require_admin, require_user
 from rustchat.api.validation import Body, Text, path_id, query_int, read_body
 from rustchat.auth import login_limits, passwords, tokens
@@ -27,10 +28,6 @@ class CreateUserBody(Body):
     email: Text(3, 254, EMAIL_PATTERN)
     password: Text(passwords.MIN_PASSWORD_LENGTH, 256)
     is_admin: bool = False
-
-
-def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
 
 
 def _limits(request: web.Request) -> login_limits.LoginLimits:

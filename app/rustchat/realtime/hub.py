@@ -160,6 +160,17 @@ class Hub:
         return n
 
 
+    async def drain(self, code: int, reason: Callable[[], bytes]) -> int:
+        """Close every attached socket (sessions stay, so they can be resumed elsewhere)."""
+        closing = []
+        for session in list(self.sessions.values()):
+            ws = session.detach() if session.attached else None
+            if ws is not None and not ws.closed:
+                closing.append(_close(ws, code, reason()))
+        await asyncio.gather(*closing)
+        return len(closing)
+
+
 async def _close(ws, code: int, message: bytes) -> None:  # noqa: ANN001
     try:
         await asyncio.wait_for(ws.close(code=code, message=message), timeout=2.0)

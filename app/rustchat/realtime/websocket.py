@@ -303,6 +303,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+async def saves_finished(timeout: float) -> None:
+    """Let resume records of just-closed sockets reach Redis before the cluster link stops."""
+    if _background:
+        await asyncio.wait(list(_background), timeout=timeout)
+
+
 def _save_for_resume(app: web.Application, session: Session) -> None:
     link = app[keys.CLUSTER]
     if link is None or app[keys.REDIS] is None or session.id not in app[keys.HUB].sessions:
