@@ -241,7 +241,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     pool: dict[str, Any] = {}
     for f in FIELDS:
         raw = env.get(f.env)
-        if f.env == "RUSTCHAT_LOG" and raw is None:
+        if f.env == "RUSTCHAT_LOG" and not raw:
             raw = env.get("RUST_LOG")
         if raw is None or raw == "":
             continue
