@@ -283,3 +283,31 @@ async def test_health_reports_database_and_connections(anon: Api) -> None:
     assert body["nodes"][0]["node_id"] == body["node_id"]
     assert (await anon.get("/api/v1/health/live"))[0] == 200
     assert (await anon.get("/api/v1/health/ready"))[0] == 200
+
+
+async def test_listing_routes(admin: Api) -> None:
+    alice, bob = await admin.new_user(), await admin.new_user()
+    team = await alice.new_team(bob)
+    ch = await alice.new_channel(team, "private", bob)
+    status, listing = await bob.get("/api/v1/users?per_page=200")
+    assert status == 200 and alice.user["id"] in {u["id"] for u in listing}
+    status, one = await bob.get(f"/api/v1/users/{alice.user['id']}")
+    assert status == 200 and one["username"] == alice.user["username"] and "password_hash" not in one
+    status, mine = await bob.get("/api/v1/users/me/channels")
+    assert status == 200 and ch["id"] in {c["id"] for c in mine}
+    status, teams = await bob.get("/api/v1/teams")
+    assert status == 200 and [t["id"] for t in teams] == [team["id"]]
+    status, members = await bob.get(f"/api/v1/channels/{ch['id']}/members")
+    assert status == 200 and {m["user_id"] for m in members} == {alice.user["id"], bob.user["id"]}
+
+
+async def test_leaving_a_team_leaves_its_channels(admin: Api) -> None:
+    alice, bob = await admin.new_user(), await admin.new_user()
+    team = await alice.new_team(bob)
+    ch = await alice.new_channel(team, "private", bob)
+    status, body = await bob.delete(f"/api/v1/teams/{team['id']}/members/{bob.user['id']}")
+    assert status == 200
+    status, body = await bob.get(f"/api/v1/channels/{ch['id']}/posts")
+    assert_error(status, body, 404)
+    status, body = await bob.get(f"/api/v1/teams/{team['id']}")
+    assert_error(status, body, 403)

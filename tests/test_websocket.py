@@ -253,3 +253,25 @@ async def test_connection_limit_refuses_upgrade_with_429(admin: Api, server: Ser
     again = await user.ws(server.ws_url)  # a slot freed by a clean close is usable at once
     for s in [*socks[1:], again]:
         await s.close()
+
+
+async def test_leaving_a_team_stops_its_events_on_live_sockets(admin: Api, server: ServerProcess) -> None:
+    alice, bob = await admin.new_user(), await admin.new_user()
+    team = await alice.new_team(bob)
+    ch = await alice.new_channel(team, "public", bob)
+    sock = await bob.ws(server.ws_url)
+    await alice.delete(f"/api/v1/teams/{team['id']}/members/{bob.user['id']}")
+    left = await sock.next_event()
+    assert left["event"] == "leave_team" and left["data"]["user_id"] == bob.user["id"]
+    await alice.post(f"/api/v1/channels/{ch['id']}/posts", {"message": "bob is gone"})
+    await alice.new_channel(team, "public")
+    assert await sock.events_for(0.5) == []
+    await sock.close()
+
+
+async def test_logout_closes_sockets_opened_with_the_token(admin: Api, server: ServerProcess) -> None:
+    user = await admin.new_user()
+    sock = await user.ws(server.ws_url)
+    assert (await user.post("/api/v1/auth/logout"))[0] == 200
+    msg = await sock.ws.receive(timeout=5)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and sock.ws.close_code == 4001
