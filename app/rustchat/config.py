@@ -59,6 +59,9 @@ class Settings:
     ws_reconnect_jitter_secs: float = 5.0
     cluster_log_maxlen: int = 100_000
     cluster_backlog: int = 10_000
+    body_limit_small: int = 64 * 1024
+    body_limit_medium: int = 1024 * 1024
+    body_limit_large: int = 50 * 1024 * 1024
 
 
 def _int(lo: int | None = None, hi: int | None = None) -> tuple[Callable[[str], Any], str]:
@@ -231,6 +234,12 @@ FIELDS: tuple[Field, ...] = (
           "on shutdown, clients are told to reconnect after a random delay up to this"),
     Field("RUSTCHAT_WS__COMPRESSION", "ws_compression", _bool(),
           "per-message deflate (costs ~300 KB and CPU per connection)"),
+    Field("RUSTCHAT_BODY_LIMIT__SMALL", "body_limit_small", _int(1024, 1 << 40),
+          "request body limit in bytes for auth, status and simple queries (GET/DELETE)"),
+    Field("RUSTCHAT_BODY_LIMIT__MEDIUM", "body_limit_medium", _int(1024, 1 << 40),
+          "request body limit in bytes for posts, users, channels, teams, webhooks, admin config"),
+    Field("RUSTCHAT_BODY_LIMIT__LARGE", "body_limit_large", _int(1024, 1 << 40),
+          "request body limit in bytes for file uploads and imports"),
 )
 
 
