@@ -275,3 +275,12 @@ async def test_logout_closes_sockets_opened_with_the_token(admin: Api, server: S
     assert (await user.post("/api/v1/auth/logout"))[0] == 200
     msg = await sock.ws.receive(timeout=5)
     assert msg.type == aiohttp.WSMsgType.CLOSE and sock.ws.close_code == 4001
+
+
+async def test_idle_socket_is_closed(admin: Api, start_server, http: aiohttp.ClientSession) -> None:  # noqa: ANN001
+    srv = start_server(env={"RUSTCHAT_WS__IDLE_TIMEOUT_SECS": "1", "RUSTCHAT_WS__PING_INTERVAL_SECS": "60"}, name="idle")
+    user = await Api(http, srv.url).login("admin", "admin-password-123")
+    sock = await user.ws(srv.ws_url)
+    msg = await sock.ws.receive(timeout=10)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and sock.ws.close_code == 1001
+    assert "Unhandled" not in srv.log() and "Traceback" not in srv.log()

@@ -38,6 +38,7 @@ TYPING_MIN_INTERVAL = 1.0
 CLOSE_POLICY = 1008
 CLOSE_UNSUPPORTED = 1003
 CLOSE_INTERNAL = 1011
+CLOSE_GOING_AWAY = 1001
 CLOSE_REPLACED = 4000
 CLOSE_TOO_MANY = 4029
 
@@ -280,9 +281,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                     await channels.channel_ids_for_user(app[keys.DB], user["id"]),
                     await teams.team_ids_for_user(app[keys.DB], user["id"]),
                 )
-            except DatabaseUnavailable:
+            except DatabaseUnavailable as exc:
+                # The upgrade is done: no JSON error can follow, only a close code.
+                log.warning("closing new WebSocket of user %s: database unavailable: %s", user["id"], exc)
                 await ws.close(code=CLOSE_INTERNAL, message=b"database unavailable")
-                raise
+                return ws
         elif session.attached:
             old = session.detach()
             if old is not None:
@@ -323,15 +326,20 @@ def _save_for_resume(app: web.Application, session: Session) -> None:
 
 async def _read_loop(request: web.Request, ws: web.WebSocketResponse, session: Session, user: dict) -> None:
     typing_at: dict[str, float] = {}
-    async for msg in ws:
-        if msg.type == WSMsgType.TEXT:
-            _handle_action(request, session, user, msg.data, typing_at)
-        elif msg.type == WSMsgType.BINARY:
-            await ws.close(code=CLOSE_UNSUPPORTED, message=b"binary frames are not supported")
-            return
-        elif msg.type == WSMsgType.ERROR:
-            log.debug("session %s socket error: %s", session.id, ws.exception())
-            return
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                _handle_action(request, session, user, msg.data, typing_at)
+            elif msg.type == WSMsgType.BINARY:
+                await ws.close(code=CLOSE_UNSUPPORTED, message=b"binary frames are not supported")
+                return
+            elif msg.type == WSMsgType.ERROR:
+                log.debug("session %s socket error: %s", session.id, ws.exception())
+                return
+    except TimeoutError:
+        # Nothing at all, not even a pong, for RUSTCHAT_WS__IDLE_TIMEOUT_SECS.
+        log.debug("session %s idle for %.0f s: closing", session.id, request.app[keys.SETTINGS].ws_idle_timeout_secs)
+        await ws.close(code=CLOSE_GOING_AWAY, message=b"idle timeout")
 
 
 def _handle_action(request: web.Request, session: Session, user: dict, text: str, typing_at: dict[str, float]) -> None:
