@@ -9,6 +9,7 @@ import psycopg2.errors
 from rustchat.db.pool import Pool
 from rustchat.errors import conflict
 from rustchat.ids import new_id, now_ms
+from rustchat.store.common import insert_or_existing
 
 _COLUMNS = "id, team_id, name, display_name, type, creator_id, create_at, update_at, delete_at, last_post_at"
 _FIELDS = _COLUMNS.split(", ")
@@ -79,16 +80,13 @@ async def membership(db: Pool, channel_id: str, user_id: str) -> dict[str, Any] 
 
 
 async def add_member(db: Pool, channel_id: str, user_id: str) -> tuple[dict[str, Any], bool]:
-    row = await db.fetchrow_dict(
+    return await insert_or_existing(
+        db,
         "INSERT INTO channel_members (channel_id, user_id, create_at) VALUES (%s, %s, %s)"
         " ON CONFLICT DO NOTHING RETURNING channel_id, user_id, is_admin, create_at, last_viewed_at",
         (channel_id, user_id, now_ms()),
+        lambda: membership(db, channel_id, user_id),
     )
-    if row is not None:
-        return row, True
-    existing = await membership(db, channel_id, user_id)
-    assert existing is not None
-    return existing, False
 
 
 async def remove_member(db: Pool, channel_id: str, user_id: str) -> bool:

@@ -9,6 +9,7 @@ import psycopg2.errors
 from rustchat.db.pool import Pool
 from rustchat.errors import conflict
 from rustchat.ids import new_id, now_ms
+from rustchat.store.common import insert_or_existing
 
 _COLUMNS = "id, name, display_name, creator_id, create_at, update_at, delete_at"
 
@@ -46,16 +47,13 @@ async def membership(db: Pool, team_id: str, user_id: str) -> dict[str, Any] | N
 
 async def add_member(db: Pool, team_id: str, user_id: str) -> tuple[dict[str, Any], bool]:
     """Returns (membership, created)."""
-    row = await db.fetchrow_dict(
+    return await insert_or_existing(
+        db,
         "INSERT INTO team_members (team_id, user_id, create_at) VALUES (%s, %s, %s)"
         " ON CONFLICT DO NOTHING RETURNING team_id, user_id, is_admin, create_at",
         (team_id, user_id, now_ms()),
+        lambda: membership(db, team_id, user_id),
     )
-    if row is not None:
-        return row, True
-    existing = await membership(db, team_id, user_id)
-    assert existing is not None
-    return existing, False
 
 
 async def remove_member(db: Pool, team_id: str, user_id: str) -> list[str] | None:
