@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.client import Api
 from tests.support.server import ADMIN_PASSWORD, ADMIN_USER, ServerProcess
-from tests.support.services import PostgresInstance, fresh_database
+from tests.support.services import PostgresInstance, RedisInstance, fresh_database
 
 
 @pytest.fixture(scope="session")
@@ -86,3 +86,12 @@ async def admin(http: aiohttp.ClientSession, server: ServerProcess) -> Api:
 @pytest.fixture
 async def anon(http: aiohttp.ClientSession, server: ServerProcess) -> Api:
     return Api(http, server.url)
+
+
+@pytest.fixture(scope="module")
+def own_redis() -> Iterator[RedisInstance]:
+    """A Redis of the module's own, which its tests may stop and restart."""
+    instance = RedisInstance()
+    instance.start()
+    yield instance
+    instance.stop()

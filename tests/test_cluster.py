@@ -14,23 +14,14 @@ import redis.asyncio as aioredis
 
 from tests.support.client import Api, Socket
 from tests.support.server import ADMIN_PASSWORD, ADMIN_USER, ServerProcess
-from tests.support.services import RedisInstance
 
 HEARTBEAT = 1.0
 
 
 @pytest.fixture(scope="module")
-def redis_server():
-    instance = RedisInstance()
-    instance.start()
-    yield instance
-    instance.stop()
-
-
-@pytest.fixture(scope="module")
-def cluster(start_server, new_database, redis_server) -> dict[str, ServerProcess]:  # noqa: ANN001
+def cluster(start_server, new_database, own_redis) -> dict[str, ServerProcess]:  # noqa: ANN001
     db = new_database()
-    env = {"RUSTCHAT_REDIS_URL": redis_server.url, "RUSTCHAT_CLUSTER__HEARTBEAT_SECS": str(HEARTBEAT),
+    env = {"RUSTCHAT_REDIS_URL": own_redis.url, "RUSTCHAT_CLUSTER__HEARTBEAT_SECS": str(HEARTBEAT),
            "RUSTCHAT_DB_POOL__MAX_CONNECTIONS": "5"}
     return {
         "a": start_server(db, env=env, gunicorn_workers=2, name="cluster-a"),
@@ -85,10 +76,10 @@ async def cluster_admin(http: aiohttp.ClientSession, cluster) -> Api:  # noqa: A
     return await Api(http, cluster["a"].url).login(ADMIN_USER, ADMIN_PASSWORD)
 
 
-async def test_every_process_joins_and_heartbeats(cluster, cluster_admin: Api, redis_server) -> None:  # noqa: ANN001
+async def test_every_process_joins_and_heartbeats(cluster, cluster_admin: Api, own_redis) -> None:  # noqa: ANN001
     nodes = await wait_for(lambda: _five(cluster_admin))
     assert len(nodes) == 5
-    client = aioredis.Redis.from_url(redis_server.url)
+    client = aioredis.Redis.from_url(own_redis.url)
     pubsub = client.pubsub()
     await pubsub.subscribe("rustchat:cluster:ws:broadcast")
     beats: dict[str, dict] = {}
@@ -135,13 +126,13 @@ async def test_each_member_gets_each_post_exactly_once(cluster, cluster_admin: A
         await sock.close()
 
 
-async def test_subscription_dropped_by_redis_is_refilled(cluster, cluster_admin: Api, redis_server) -> None:  # noqa: ANN001
+async def test_subscription_dropped_by_redis_is_refilled(cluster, cluster_admin: Api, own_redis) -> None:  # noqa: ANN001
     """Redis cutting subscribers off (as at its pub/sub output-buffer limit) loses nothing."""
     await wait_for(lambda: _five(cluster_admin))
     team = await cluster_admin.new_team()
     channel = await cluster_admin.new_channel(team, "public")
     members = await connect_everywhere(cluster_admin, cluster, 1, team, channel)
-    client = aioredis.Redis.from_url(redis_server.url)
+    client = aioredis.Redis.from_url(own_redis.url)
     sent = []
     poster = Api(cluster_admin.session, cluster["c"].url, cluster_admin.token)
     for i in range(10):
@@ -158,7 +149,7 @@ async def test_subscription_dropped_by_redis_is_refilled(cluster, cluster_admin:
     assert "Cluster subscriber error" in cluster["a"].log() + cluster["b"].log()
 
 
-async def test_redis_outage_local_delivery_continues_then_cluster_resumes(cluster, cluster_admin: Api, redis_server,  # noqa: ANN001
+async def test_redis_outage_local_delivery_continues_then_cluster_resumes(cluster, cluster_admin: Api, own_redis,  # noqa: ANN001
                                                                           http: aiohttp.ClientSession) -> None:
     await wait_for(lambda: _five(cluster_admin))
     c_admin = await Api(http, cluster["c"].url).login(ADMIN_USER, ADMIN_PASSWORD)
@@ -171,7 +162,7 @@ async def test_redis_outage_local_delivery_continues_then_cluster_resumes(cluste
     local = await Api(http, cluster["c"].url, local_user.token).ws(cluster["c"].ws_url)
     remote = await Api(http, cluster["a"].url, remote_user.token).ws(cluster["a"].ws_url)
 
-    redis_server.stop()
+    own_redis.stop()
     try:
         status, post = await c_admin.post(f"/api/v1/channels/{channel['id']}/posts", {"message": "during outage"})
         assert status == 201
@@ -180,7 +171,7 @@ async def test_redis_outage_local_delivery_continues_then_cluster_resumes(cluste
         status, health = await c_admin.get("/api/v1/health")
         assert health["redis"]["ok"] is False and health["status"] == "degraded"
     finally:
-        redis_server.start()
+        own_redis.start()
     await wait_for(lambda: _subscribed(c_admin), timeout=30)
     await wait_for(lambda: _subscribed(Api(http, cluster["a"].url)), timeout=30)
     # The outage post either arrives late or the remote client is told to resync; never silence.

@@ -6,25 +6,15 @@ import json
 import signal
 
 import aiohttp
-import pytest
 
 from tests.support.client import Api
 from tests.support.server import ADMIN_PASSWORD, ADMIN_USER
-from tests.support.services import RedisInstance
 
 
-@pytest.fixture(scope="module")
-def redis_server():
-    instance = RedisInstance()
-    instance.start()
-    yield instance
-    instance.stop()
-
-
-async def test_sigterm_closes_with_1012_and_clients_resume_elsewhere(start_server, new_database, redis_server,  # noqa: ANN001
+async def test_sigterm_closes_with_1012_and_clients_resume_elsewhere(start_server, new_database, own_redis,  # noqa: ANN001
                                                                      http: aiohttp.ClientSession) -> None:
     db = new_database()
-    env = {"RUSTCHAT_REDIS_URL": redis_server.url, "RUSTCHAT_CLUSTER__HEARTBEAT_SECS": "1",
+    env = {"RUSTCHAT_REDIS_URL": own_redis.url, "RUSTCHAT_CLUSTER__HEARTBEAT_SECS": "1",
            "RUSTCHAT_WS__RECONNECT_JITTER_SECS": "3"}
     leaving = start_server(db, env=env, name="drain-leaving")
     staying = start_server(db, env=env, name="drain-staying")
