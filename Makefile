@@ -1,4 +1,4 @@
-.PHONY: run test lint bootstrap
+.PHONY: run test lint bootstrap bench
 run:
 	./scripts/run
 test:
@@ -7,3 +7,5 @@ lint: bootstrap
 	.venv/bin/ruff check app tests bench
 bootstrap:
 	./scripts/bootstrap.sh --test
+bench:
+	.venv/bin/python -m bench.fanout $(BENCH_ARGS)

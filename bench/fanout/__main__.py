@@ -1,0 +1,3 @@
+from bench.fanout.main import main
+
+raise SystemExit(main())
