@@ -42,8 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grace-secs", type=float, default=10.0,
                    help="after a step, wait at most this long for its deliveries (then they count as lost)")
     p.add_argument("--settle-secs", type=float, default=2.0, help="pause between steps")
+    p.add_argument("--refine", type=int, default=2,
+                   help="after the first saturated step, this many steps between it and the last sustained one")
     p.add_argument("--no-80", dest="eighty", action="store_false",
-                   help="skip the extra step at 80%% of the measured saturation throughput")
+                   help="skip the final step at 80%% of the highest sustained rate")
     p.add_argument("--max-p99-ms", type=float, default=1000.0, help="a p99 above this counts as saturated")
     p.add_argument("--min-received", type=float, default=0.95,
                    help="received/offered deliveries in the window below this counts as saturated")
@@ -54,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--client-cpus", default="1", help="CPU list for this load generator")
     p.add_argument("--pg-url", default=os.environ.get("RUSTCHAT_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"),
                    help="PostgreSQL where the benchmark may create (and drops) its own database")
+    p.add_argument("--quiet-wait", type=float, default=0.0,
+                   help="before each step, wait up to this many seconds for other people's load on the "
+                        "machine to fall below --quiet-cores (0: do not wait, just report it)")
+    p.add_argument("--quiet-cores", type=float, default=0.15, help="see --quiet-wait")
     p.add_argument("--max-minutes", type=float, default=15.0, help="hard limit for the whole run")
     p.add_argument("--json", type=Path, help="also write the results here (default: in the log dir)")
     p.add_argument("--profile", action="store_true",
@@ -72,6 +78,7 @@ class CpuSample:
     redis: float
     pg: dict[int, float]
     client: float
+    client_sys: float
     machine: float  # every core's busy time, ours and everybody else's
 
     @staticmethod
@@ -85,12 +92,20 @@ class CpuSample:
             redis=procs.proc_cpu(redis.pid),
             pg={pid: procs.proc_cpu(pid) for pid in db.backend_pids()},
             client=usage.ru_utime + usage.ru_stime,
+            client_sys=usage.ru_stime,
             machine=procs.cores_busy(),
         )
 
 
 def _delta(after: dict[int, float], before: dict[int, float]) -> float:
     return sum(v - before.get(pid, 0.0) for pid, v in after.items())
+
+
+def _foreign(before: CpuSample, after: CpuSample) -> float:
+    """CPU-seconds the machine spent between the samples on anything but this benchmark."""
+    ours = (after.client - before.client) + _delta(after.server, before.server) + (after.redis - before.redis) \
+        + _delta(after.pg, before.pg)
+    return (after.machine - before.machine) - ours
 
 
 @dataclass
@@ -120,10 +135,12 @@ class StepResult:
     redis_cpu: float
     pg_cpu: float
     client_cpu: float
+    client_sys_cpu: float
     foreign_cpu: float  # CPU the machine spent on anything but this benchmark (other people's work)
     closes: dict[int, int] = field(default_factory=dict)
     saturated: bool = False
-    why: list[str] = field(default_factory=list)
+    why: list[str] = field(default_factory=list)  # why it counts as saturated
+    notes: list[str] = field(default_factory=list)  # what else is wrong with it
 
     @property
     def offered_dps(self) -> float:
@@ -177,6 +194,7 @@ class Bench:
         self.nodes: Counter[str] = Counter()
         self.results: list[StepResult] = []
         self.step_no = 0
+        self.sustained: float | None = None  # the highest offered posts/s that did not saturate
 
     def log(self, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -272,6 +290,39 @@ class Bench:
         while self.stats.count < count and loop.time() < until:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
+    async def drained(self, limit: float = 120.0) -> None:
+        """Until no more posted events arrive (a saturated step's backlog would load the next one)."""
+        deadline = time.monotonic() + limit
+        last = -1
+        while time.monotonic() < deadline:
+            now = self.stats.count + self.stats.late
+            if now == last:
+                return
+            last = now
+            await asyncio.sleep(0.5)
+        self.log("warning: deliveries still arriving after the previous step")
+
+    async def quiet(self) -> None:
+        """Wait (up to --quiet-wait) until the rest of the machine is nearly idle."""
+        a = self.args
+        deadline = time.monotonic() + a.quiet_wait
+        waited = False
+        while a.quiet_wait > 0:
+            before = CpuSample.take(self.servers, self.redis, self.db)
+            await asyncio.sleep(1.0)
+            after = CpuSample.take(self.servers, self.redis, self.db)
+            foreign = _foreign(before, after) / (after.wall - before.wall)
+            if foreign <= a.quiet_cores:
+                if waited:
+                    self.log(f"  machine quiet again (other load {foreign:.2f} cores)")
+                return
+            if time.monotonic() > deadline:
+                self.log(f"  machine still busy after {a.quiet_wait:.0f} s (other load {foreign:.2f} cores); measuring anyway")
+                return
+            if not waited:
+                self.log(f"  other load {foreign:.2f} cores: waiting for a quiet machine ...")
+                waited = True
+
     def publisher(self) -> Publisher:
         return Publisher(self.http, self.servers.urls, self.channel_id, self.admin_token,
                          message_bytes=self.args.message_bytes, max_inflight=self.args.max_inflight)
@@ -281,7 +332,9 @@ class Bench:
         n = a.subscribers
         self.servers.check_alive()
         self.step_no += 1
+        await self.drained()
         await asyncio.sleep(a.settle_secs)
+        await self.quiet()
         loop = asyncio.get_running_loop()
         pub = self.publisher()
         spies = self.start_profilers(a.step_secs) if profile else []
@@ -310,9 +363,9 @@ class Bench:
             server_cpu_by_pid={pid: after.server[pid] - before.server.get(pid, 0.0) for pid in after.server},
             server_sys_cpu=after.server_sys - before.server_sys,
             redis_cpu=after.redis - before.redis, pg_cpu=_delta(after.pg, before.pg),
-            client_cpu=after.client - before.client, closes=dict(s.closes),
-            foreign_cpu=(after.machine - before.machine) - (after.client - before.client) - _delta(after.server, before.server)
-            - (after.redis - before.redis) - _delta(after.pg, before.pg),
+            client_cpu=after.client - before.client, client_sys_cpu=after.client_sys - before.client_sys,
+            closes=dict(s.closes),
+            foreign_cpu=_foreign(before, after),
         )
         if r.received_dps < a.min_received * r.offered_dps:
             r.why.append(f"received {r.received_dps:,.0f}/s < {a.min_received:.0%} of offered")
@@ -324,7 +377,13 @@ class Bench:
             r.why.append(f"p99 {r.p99_ms:.0f} ms > {a.max_p99_ms:.0f}")
         r.saturated = bool(r.why)
         if r.client_cpu / r.wall_secs > 0.9:
-            r.why.append("LOAD GENERATOR CPU-BOUND: figures not valid")
+            r.notes.append("LOAD GENERATOR CPU-BOUND: not the servers' limit")
+        if r.loss < 0:
+            r.notes.append(f"{-r.loss} DUPLICATE deliveries")
+        if r.closes:
+            r.notes.append(f"server closed sockets: {r.closes}")
+        if s.lost:
+            r.notes.append(f"{s.lost} sockets lost without a close frame")
         if spies:
             self.finish_profilers(spies)
         return r
@@ -336,28 +395,42 @@ class Bench:
             try:
                 await self.setup()
                 self.log(_header())
+                passed: float | None = None
+                failed: float | None = None
                 for rate in [float(x) for x in a.rates.split(",")]:
-                    r = await self.step(rate, f"{rate:g}")
-                    self.results.append(r)
-                    self.log(_row(r))
+                    r = await self.run_step(rate, f"{rate:g}")
                     if r.saturated:
+                        failed = rate
                         break
-                capacity = max(x.received_dps for x in self.results)
-                if a.eighty and self.results[-1].saturated:
-                    rate = round(0.8 * capacity / a.subscribers, 1)
-                    r = await self.step(rate, f"{rate:g} (80%)")
-                    self.results.append(r)
-                    self.log(_row(r))
+                    passed = rate
+                # Narrow the boundary between the last sustained and the first saturated rate.
+                for _ in range(a.refine if passed is not None and failed is not None else 0):
+                    rate = round(math.sqrt(passed * failed), 1)
+                    if rate in (passed, failed):
+                        break
+                    r = await self.run_step(rate, f"{rate:g}")
+                    if r.saturated:
+                        failed = rate
+                    else:
+                        passed = rate
+                self.sustained = passed
+                if a.eighty and passed is not None and failed is not None:
+                    rate = round(0.8 * passed, 1)
+                    await self.run_step(rate, f"{rate:g} (80%)")
                 if a.profile:
-                    rate = a.profile_rate or round(0.8 * capacity / a.subscribers, 1)
-                    r = await self.step(rate, f"{rate:g} (profiled)", profile=True)
-                    self.results.append(r)
-                    self.log(_row(r))
+                    rate = a.profile_rate or round(0.8 * (passed or float(a.rates.split(",")[0])), 1)
+                    await self.run_step(rate, f"{rate:g} (profiled)", profile=True)
             finally:
                 for sub in self.subs:
                     sub.close()
                 await asyncio.sleep(0.5)
         return self.results
+
+    async def run_step(self, rate: float, label: str, profile: bool = False) -> StepResult:
+        r = await self.step(rate, label, profile)
+        self.results.append(r)
+        self.log(_row(r))
+        return r
 
     # -- profiling --------------------------------------------------------------------------------
     def start_profilers(self, secs: float) -> list[tuple[int, Path, subprocess.Popen]]:
@@ -409,11 +482,16 @@ def summarize_profile(path: Path, top: int = 25) -> str:
 # -- report ---------------------------------------------------------------------------------------
 COLUMNS = ["posts/s offered", "posts/s sent", "deliveries/s offered", "deliveries/s received", "loss",
            "p50 ms", "p99 ms", "max ms", "server CPU", "server µs/delivery (kernel)", "deliveries per server CPU-s",
-           "Redis CPU", "PG CPU", "client CPU", "client µs/delivery", "frames/read", "POST p99 ms", "other load (cores)", "saturated"]
+           "Redis CPU", "PG CPU", "client CPU", "client µs/delivery (kernel)", "frames/read", "POST p99 ms", "other load (cores)", "saturated"]
 
 
 def _f(x: float | None, fmt: str = "{:,.0f}") -> str:
     return "–" if x is None else fmt.format(x)
+
+
+def _per(cpu_secs: float, deliveries: int) -> str:
+    """CPU µs per delivery."""
+    return _f(cpu_secs / deliveries * 1e6 if deliveries else None, "{:.1f}")
 
 
 def _header() -> str:
@@ -425,11 +503,11 @@ def _row(r: StepResult) -> str:
     cells = [
         r.label, _f(r.sent_rate, "{:,.1f}"), _f(r.offered_dps), _f(r.received_dps), _f(r.loss, "{:,}"),
         _f(r.p50_ms), _f(r.p99_ms), _f(r.max_ms), f"{r.server_cpu / w:.0%}",
-        f"{_f(r.us_per_delivery, '{:.1f}')} ({_f(r.server_sys_cpu / r.received * 1e6 if r.received else None, '{:.1f}')})",
+        f"{_per(r.server_cpu, r.received)} ({_per(r.server_sys_cpu, r.received)})",
         _f(r.deliveries_per_cpu_sec), f"{r.redis_cpu / w:.0%}", f"{r.pg_cpu / w:.0%}", f"{r.client_cpu / w:.0%}",
-        _f(r.client_cpu / r.received * 1e6 if r.received else None, "{:.1f}"),
+        f"{_per(r.client_cpu, r.received)} ({_per(r.client_sys_cpu, r.received)})",
         _f(r.received / r.reads if r.reads else None, "{:.1f}"), _f(r.post_p99_ms),
-        f"{max(0.0, r.foreign_cpu) / w:.2f}", "; ".join(r.why) if r.why else "no",
+        f"{max(0.0, r.foreign_cpu) / w:.2f}", "; ".join(r.why + r.notes) if r.why or r.notes else "no",
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -457,18 +535,38 @@ def report(args: argparse.Namespace, results: list[StepResult], nodes: Counter[s
         _header(),
         *(_row(r) for r in results),
     ]
-    sat = next((r for r in results if r.saturated and "(" not in r.label), None)
+    stepped = [r for r in results if "(" not in r.label]
+    over = [r for r in stepped if r.saturated]
+    ok = [r for r in stepped if not r.saturated]
     eighty = next((r for r in results if r.label.endswith("(80%)")), None)
-    if sat is not None:
-        capacity = max(r.received_dps for r in results if "(" not in r.label)
-        lines += ["", f"saturation: first at {sat.label} posts/s ({'; '.join(sat.why)}); "
-                      f"most deliveries received: {capacity:,.0f}/s",
-                  f"deliveries per server CPU-second at saturation: {_f(sat.deliveries_per_cpu_sec)} "
-                  f"({_f(sat.us_per_delivery, '{:.1f}')} µs each; server CPU {sat.server_cpu / sat.wall_secs:.0%} of a core)"]
+    lines.append("")
+    if over:
+        top = max(over, key=lambda r: r.received_dps)
+        first = min(over, key=lambda r: r.rate)
+        lines += [f"saturation: from {first.label} posts/s on ({'; '.join(first.why)})",
+                  f"  most deliveries received: {top.received_dps:,.0f}/s (offered {top.label} posts/s); "
+                  f"{_f(top.deliveries_per_cpu_sec)} deliveries per server CPU-second there "
+                  f"({_per(top.server_cpu, top.received)} µs each, server CPU {top.server_cpu / top.wall_secs:.0%} of a core)"]
+    else:
+        lines.append("no step saturated the servers: offer higher rates (--rates)")
+    if ok:
+        best = max(ok, key=lambda r: r.rate)
+        lines.append(f"highest sustained rate: {best.label} posts/s = {best.offered_dps:,.0f} deliveries/s, "
+                     f"p99 {_f(best.p99_ms)} ms, {_f(best.deliveries_per_cpu_sec)} deliveries per server CPU-second "
+                     f"(server CPU {best.server_cpu / best.wall_secs:.0%} of a core)")
     if eighty is not None:
-        lines.append(f"at 80% of that ({eighty.label.split()[0]} posts/s = {eighty.offered_dps:,.0f} deliveries/s): "
+        lines.append(f"at 80% of it ({eighty.label.split()[0]} posts/s = {eighty.offered_dps:,.0f} deliveries/s): "
                      f"p50 {_f(eighty.p50_ms)} ms, p99 {_f(eighty.p99_ms)} ms, max {_f(eighty.max_ms)} ms, "
-                     f"loss {eighty.loss}, {_f(eighty.deliveries_per_cpu_sec)} deliveries per server CPU-s")
+                     f"loss {eighty.loss}, {_f(eighty.deliveries_per_cpu_sec)} deliveries per server CPU-second"
+                     + (f" (saturated: {'; '.join(eighty.why)})" if eighty.saturated else ""))
+    bound = [r.label for r in results if r.client_cpu / r.wall_secs > 0.9]
+    if bound:
+        lines.append(f"WARNING: the load generator's core was saturated in steps {', '.join(bound)}: "
+                     "there the limit measured is the client's, not the servers'")
+    noisy = [r.label for r in results if r.foreign_cpu / r.wall_secs > args.quiet_cores]
+    if noisy:
+        lines.append(f"WARNING: other work loaded the machine during steps {', '.join(noisy)} "
+                     f"(more than {args.quiet_cores} cores): those figures are pessimistic")
     return "\n".join(lines)
 
 

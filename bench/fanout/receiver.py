@@ -42,6 +42,8 @@ class Stats:
         self.late = 0
         self.other = 0
         self.reads = 0
+        self.closes = Counter()
+        self.lost = 0
         self.step_start_ms = step_start_ms
 
     def percentile(self, q: float) -> float | None:
