@@ -26,11 +26,12 @@ ERROR = {
 
 # (method, path, summary, request body model, success status, error statuses, query parameters)
 Op = tuple[str, str, str, type[BaseModel] | None, int, tuple[int, ...], tuple[dict[str, Any], ...]]
-_Q_LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}}
-_Q_SINCE = {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}}
-_Q_BEFORE = {"name": "before", "in": "query", "schema": ID}
-_Q_PAGE = {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 100000}}
-_Q_PER_PAGE = {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}}
+# allowEmptyValue: the server takes `?limit=` (empty) as if the parameter were absent.
+_Q_LIMIT = {"name": "limit", "in": "query", "allowEmptyValue": True, "schema": {"type": "integer", "minimum": 1, "maximum": 200}}
+_Q_SINCE = {"name": "since", "in": "query", "allowEmptyValue": True, "schema": {"type": "integer", "minimum": 0}}
+_Q_BEFORE = {"name": "before", "in": "query", "allowEmptyValue": True, "schema": ID}
+_Q_PAGE = {"name": "page", "in": "query", "allowEmptyValue": True, "schema": {"type": "integer", "minimum": 0, "maximum": 100000}}
+_Q_PER_PAGE = {"name": "per_page", "in": "query", "allowEmptyValue": True, "schema": {"type": "integer", "minimum": 1, "maximum": 200}}
 
 OPERATIONS: tuple[Op, ...] = (
     ("post", "/api/v1/auth/login", "Log in by username or email", LoginBody, 200, (400, 401, 429), ()),
@@ -74,6 +75,9 @@ _STATUS_TEXT = {200: "OK", 201: "Created", 400: "Bad request", 401: "Not authent
                 404: "Not found", 409: "Conflict", 413: "Body too large", 415: "Unsupported media type",
                 429: "Too many requests", 503: "Unavailable"}
 _PUBLIC = {"/api/v1/auth/login", "/api/v1/health", "/api/v1/health/live", "/api/v1/health/ready"}
+# Idempotent adds: 201 when created, 200 when the membership, reaction or direct channel already existed.
+_ALSO_200 = {("post", "/api/v1/teams/{team_id}/members"), ("post", "/api/v1/channels/{channel_id}/members"),
+             ("post", "/api/v1/channels/direct"), ("post", "/api/v1/posts/{post_id}/reactions")}
 
 
 def build() -> dict[str, Any]:
@@ -88,6 +92,8 @@ def build() -> dict[str, Any]:
             "parameters": params + list(query),
             "responses": {str(ok): {"description": _STATUS_TEXT[ok], "content": {"application/json": {"schema": {}}}}},
         }
+        if (method, path) in _ALSO_200:
+            op["responses"]["200"] = {"description": "Already existed", "content": {"application/json": {"schema": {}}}}
         for status in sorted({*errors, 413, 415} if body else set(errors)):
             op["responses"][str(status)] = {"description": _STATUS_TEXT[status],
                                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}

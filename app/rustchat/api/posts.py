@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from rustchat import keys
@@ -155,7 +157,10 @@ async def remove_reaction(request: web.Request) -> web.Response:
     user = require_user(request)
     post, channel = await _post_and_channel(request, user, write=True)
     emoji = request.match_info["emoji_name"]
-    reaction = await posts.remove_reaction(request.app[keys.DB], post["id"], user["id"], emoji[:64])
+    if len(emoji) > 64 or not re.fullmatch(EMOJI_PATTERN, emoji):
+        # No reaction can have this name (and PostgreSQL text cannot even hold a NUL): not found.
+        raise not_found("reaction")
+    reaction = await posts.remove_reaction(request.app[keys.DB], post["id"], user["id"], emoji)
     if reaction is None:
         raise not_found("reaction")
     _publish(request, "reaction_removed", channel, {"reaction": reaction})

@@ -67,7 +67,9 @@ def parse_json_bytes(raw: bytes) -> Any:
         raise bad_request("api.invalid_utf8", "Request body is not valid UTF-8") from None
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
+        # ValueError beyond JSONDecodeError: an integer longer than Python's int conversion limit
+        # (4300 digits) is refused by json.loads with a plain ValueError.
         raise bad_request("api.invalid_json", "Request body is not valid JSON") from None
 
 
