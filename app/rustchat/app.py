@@ -18,6 +18,8 @@ from aiohttp import web
 
 from rustchat import keys
 from rustchat.api import accounts, admin, channels, health, openapi, posts, teams
+from rustchat.api.body_limits import READ_BUFSIZE, body_limit, largest
+from rustchat.api.files import routes as file_routes
 from rustchat.api.health import DRAINING
 from rustchat.api.middleware import authenticate, errors, request_context
 from rustchat.auth import passwords
@@ -154,8 +156,10 @@ async def _drain(app: web.Application) -> None:
 
 def create_app(settings: Settings, database_url: str) -> web.Application:
     app = web.Application(
-        middlewares=[request_context, errors, authenticate],
-        client_max_size=1024 * 1024,
+        middlewares=[request_context, errors, body_limit, authenticate],
+        # The body_limit middleware lowers this to each route category's limit.
+        client_max_size=largest(settings),
+        handler_args={"read_bufsize": READ_BUFSIZE},
     )
     app[keys.SETTINGS] = settings
     app[DATABASE_URL] = database_url
@@ -173,4 +177,5 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     connections.setup(app)
     for module in (accounts, teams, channels, posts, admin, health, openapi, websocket):
         app.router.add_routes(module.routes)
+    app.router.add_routes(file_routes)
     return app

@@ -32,6 +32,8 @@ _Q_SINCE = {"name": "since", "in": "query", "allowEmptyValue": True, "schema": {
 _Q_BEFORE = {"name": "before", "in": "query", "allowEmptyValue": True, "schema": ID}
 _Q_PAGE = {"name": "page", "in": "query", "allowEmptyValue": True, "schema": {"type": "integer", "minimum": 0, "maximum": 100000}}
 _Q_PER_PAGE = {"name": "per_page", "in": "query", "allowEmptyValue": True, "schema": {"type": "integer", "minimum": 1, "maximum": 200}}
+_Q_CHANNEL_ID = {"name": "channel_id", "in": "query", "required": True, "schema": ID}
+_Q_FILENAME = {"name": "filename", "in": "query", "schema": {"type": "string", "minLength": 1, "maxLength": 1024}}
 
 OPERATIONS: tuple[Op, ...] = (
     ("post", "/api/v1/auth/login", "Log in by username or email", LoginBody, 200, (400, 401, 429), ()),
@@ -69,7 +71,15 @@ OPERATIONS: tuple[Op, ...] = (
     ("get", "/api/v1/health", "Health: database, Redis, connections, cluster nodes", None, 200, (503,), ()),
     ("get", "/api/v1/health/live", "Liveness", None, 200, (), ()),
     ("get", "/api/v1/health/ready", "Readiness", None, 200, (503,), ()),
+    ("post", "/api/v1/files", "Upload a file: the raw request body, its Content-Type the declared type, named by "
+     "?filename= or Content-Disposition; up to 50 MB", None, 201, (400, 401, 403, 404, 413, 415),
+     (_Q_CHANNEL_ID, _Q_FILENAME)),
+    ("get", "/api/v1/files/{file_id}", "Download a file (attachment unless a safe image; nosniff)", None, 200,
+     (401, 404), ()),
+    ("get", "/api/v1/files/{file_id}/info", "A file's metadata", None, 200, (401, 404), ()),
 )
+# Responses that are the file itself rather than JSON.
+_BINARY_OK = {("get", "/api/v1/files/{file_id}")}
 
 _STATUS_TEXT = {200: "OK", 201: "Created", 400: "Bad request", 401: "Not authenticated", 403: "Forbidden",
                 404: "Not found", 409: "Conflict", 413: "Body too large", 415: "Unsupported media type",
@@ -92,6 +102,8 @@ def build() -> dict[str, Any]:
             "parameters": params + list(query),
             "responses": {str(ok): {"description": _STATUS_TEXT[ok], "content": {"application/json": {"schema": {}}}}},
         }
+        if (method, path) in _BINARY_OK:
+            op["responses"][str(ok)]["content"] = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
         if (method, path) in _ALSO_200:
             op["responses"]["200"] = {"description": "Already existed", "content": {"application/json": {"schema": {}}}}
         for status in sorted({*errors, 413, 415} if body else set(errors)):

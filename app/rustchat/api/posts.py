@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
 from aiohttp import web
+from pydantic import Field
 
 from rustchat import keys
 from rustchat.api.access import readable_channel, writable_channel
@@ -20,9 +22,14 @@ MAX_MESSAGE = 16383  # Mattermost's limit, so clients written for it fit
 EMOJI_PATTERN = r"^[a-z0-9_+-]+$"
 
 
+MAX_FILES = 10
+
+
 class CreatePostBody(Body):
     message: Text(1, MAX_MESSAGE)
     root_id: Id | None = None
+    # Uploads (POST /api/v1/files) of the author in this channel, not attached to a post yet.
+    file_ids: Annotated[list[Id], Field(max_length=MAX_FILES)] | None = None
 
 
 class EditPostBody(Body):
@@ -69,7 +76,18 @@ async def create_post(request: web.Request) -> web.Response:
             raise bad_request("api.post.invalid_root", "root_id must be a post in the same channel")
         if root["root_id"]:
             raise bad_request("api.post.invalid_root", "root_id must be the thread's root post, not a reply")
-    post = posts.public(await posts.create(db, channel["id"], user["id"], body.message, body.root_id))
+    if body.file_ids:
+        if len(set(body.file_ids)) != len(body.file_ids):
+            raise bad_request("api.post.invalid_files", "file_ids lists a file more than once")
+        try:
+            row = await posts.create_with_files(db, channel["id"], user["id"], body.message, body.root_id,
+                                                body.file_ids)
+        except posts.FilesUnavailable:
+            raise bad_request("api.post.invalid_files", "file_ids must be your own uploads to this channel "
+                              "that are not attached to a post yet") from None
+    else:
+        row = await posts.create(db, channel["id"], user["id"], body.message, body.root_id)
+    post = posts.public(row)
     _publish(request, "posted", channel, {"post": post, "channel_type": channel["type"], "sender_name": user["username"]})
     return web.json_response(post, status=201)
 

@@ -6,8 +6,9 @@ from typing import Any
 
 from rustchat.db.pool import Pool
 from rustchat.ids import new_id, now_ms
+from rustchat.store.common import insert_or_existing
 
-_COLUMNS = "id, channel_id, user_id, root_id, message, create_at, update_at, edit_at, delete_at"
+_COLUMNS = "id, channel_id, user_id, root_id, message, create_at, update_at, edit_at, delete_at, file_ids"
 _FIELDS = _COLUMNS.split(", ")
 
 
@@ -17,6 +18,7 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
         out["root_id"] = ""
     if out["delete_at"]:
         out["message"] = ""  # the text stays in the database (soft delete) but is no longer served
+    out["file_ids"] = [] if out["delete_at"] else list(row.get("file_ids") or [])
     return out
 
 
@@ -29,6 +31,40 @@ async def create(db: Pool, channel_id: str, user_id: str, message: str, root_id:
             (new_id(), channel_id, user_id, root_id, message, now, now),
         )
         row = dict(zip(_FIELDS, await cur.fetchone(), strict=True))
+        await cur.execute(
+            "UPDATE channels SET last_post_at = GREATEST(last_post_at, %s) WHERE id = %s", (now, channel_id)
+        )
+    return row
+
+
+class FilesUnavailable(Exception):
+    """Some of the file ids are not the author's unattached uploads in the post's channel."""
+
+
+async def create_with_files(
+    db: Pool, channel_id: str, user_id: str, message: str, root_id: str | None, file_ids: list[str]
+) -> dict[str, Any]:
+    """Like create(), attaching the files in the same transaction: all of them or no post at all.
+
+    Each file must be the author's upload in this channel and not attached yet; a file claimed by
+    two posts at once goes to one of them (the row lock decides) and the other fails.
+    """
+    now = now_ms()
+    post_id = new_id()
+    async with db.transaction() as cur:
+        await cur.execute(
+            f"INSERT INTO posts (id, channel_id, user_id, root_id, message, create_at, update_at, file_ids)"
+            f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+            (post_id, channel_id, user_id, root_id, message, now, now, file_ids),
+        )
+        row = dict(zip(_FIELDS, await cur.fetchone(), strict=True))
+        await cur.execute(
+            "UPDATE files SET post_id = %s WHERE id = ANY(%s) AND channel_id = %s AND user_id = %s"
+            " AND post_id IS NULL",
+            (post_id, file_ids, channel_id, user_id),
+        )
+        if cur.rowcount != len(set(file_ids)):
+            raise FilesUnavailable(post_id)
         await cur.execute(
             "UPDATE channels SET last_post_at = GREATEST(last_post_at, %s) WHERE id = %s", (now, channel_id)
         )
@@ -90,21 +126,17 @@ async def thread(db: Pool, root_id: str) -> list[dict[str, Any]]:
 
 
 async def add_reaction(db: Pool, post_id: str, user_id: str, emoji_name: str) -> tuple[dict[str, Any], bool]:
-    now = now_ms()
-    row = await db.fetchrow_dict(
+    return await insert_or_existing(
+        db,
         "INSERT INTO reactions (post_id, user_id, emoji_name, create_at) VALUES (%s, %s, %s, %s)"
         " ON CONFLICT DO NOTHING RETURNING post_id, user_id, emoji_name, create_at",
-        (post_id, user_id, emoji_name, now),
+        (post_id, user_id, emoji_name, now_ms()),
+        lambda: db.fetchrow_dict(
+            "SELECT post_id, user_id, emoji_name, create_at FROM reactions"
+            " WHERE post_id = %s AND user_id = %s AND emoji_name = %s",
+            (post_id, user_id, emoji_name),
+        ),
     )
-    if row is not None:
-        return row, True
-    existing = await db.fetchrow_dict(
-        "SELECT post_id, user_id, emoji_name, create_at FROM reactions"
-        " WHERE post_id = %s AND user_id = %s AND emoji_name = %s",
-        (post_id, user_id, emoji_name),
-    )
-    assert existing is not None
-    return existing, False
 
 
 async def remove_reaction(db: Pool, post_id: str, user_id: str, emoji_name: str) -> dict[str, Any] | None:
