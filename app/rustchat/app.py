@@ -21,6 +21,8 @@ from rustchat.api import accounts, admin, channels, health, openapi, posts, team
 from rustchat.api.body_limits import READ_BUFSIZE, body_limit, largest
 from rustchat.api.files import routes as file_routes
 from rustchat.api.health import DRAINING
+from rustchat.api.metrics_routes import http_metrics
+from rustchat.api.metrics_routes import setup as setup_metrics
 from rustchat.api.middleware import authenticate, errors, request_context
 from rustchat.auth import passwords
 from rustchat.config import Settings
@@ -156,7 +158,7 @@ async def _drain(app: web.Application) -> None:
 
 def create_app(settings: Settings, database_url: str) -> web.Application:
     app = web.Application(
-        middlewares=[request_context, errors, body_limit, authenticate],
+        middlewares=[http_metrics, request_context, errors, body_limit, authenticate],
         # The body_limit middleware lowers this to each route category's limit.
         client_max_size=largest(settings),
         handler_args={"read_bufsize": READ_BUFSIZE},
@@ -178,4 +180,5 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     for module in (accounts, teams, channels, posts, admin, health, openapi, websocket):
         app.router.add_routes(module.routes)
     app.router.add_routes(file_routes)
+    setup_metrics(app)
     return app

@@ -83,6 +83,11 @@ async def _first_admin(url: str, settings: Settings, data_dir: Path) -> tuple[st
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
+    # The one process of `serve` starts first: empty PROMETHEUS_MULTIPROC_DIR (when set) before
+    # any metric is created, as gunicorn's on_starting hook does for its workers.
+    from rustchat.gunicorn_hooks import clean_multiprocess_dir
+
+    clean_multiprocess_dir()
     from aiohttp import web
 
     from rustchat.app import create_app

@@ -27,11 +27,12 @@ class ServerProcess:
     """One server process (or gunicorn master) with its own log file."""
 
     def __init__(self, database_url: str, *, env: dict[str, str] | None = None, gunicorn_workers: int = 0,
-                 log_dir: Path | None = None, name: str = "server") -> None:
+                 log_dir: Path | None = None, name: str = "server", gunicorn_args: list[str] | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/api/v1/websocket"
         self.gunicorn_workers = gunicorn_workers
+        self.gunicorn_args = list(gunicorn_args or [])
         self.env = {
             **os.environ,
             "RUSTCHAT_DATABASE_URL": database_url,
@@ -54,7 +55,7 @@ class ServerProcess:
         if self.gunicorn_workers:
             cmd = [sys.executable, "-m", "gunicorn", "rustchat.server:gunicorn_app",
                    "-k", "aiohttp.GunicornUVLoopWebWorker", "-w", str(self.gunicorn_workers),
-                   "-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "10"]
+                   "-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "10", *self.gunicorn_args]
         else:
             cmd = [sys.executable, "-m", "rustchat", "serve"]
         self._log = open(self.log_path, "ab")  # noqa: SIM115
