@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian 12 machine (or an existing checkout) to run RustChat:
 # Python 3.11 with venv, the project's virtualenv in .venv, and with --test the tools the test
-# suite drives (redis-server). Idempotent: a second run only checks.
+# suite drives (redis-server, promtool). Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +38,12 @@ if [ "$want_test" -eq 1 ]; then
         command -v "${pair%%:*}" >/dev/null || PATH=$PATH:/usr/sbin command -v "${pair%%:*}" >/dev/null \
             || apt_install "${pair#*:}"
     done
+    # promtool (Debian ships it in the prometheus package) checks the alert rules in deploy/prometheus/.
+    # Only the tool is wanted: on a systemd host, don't leave the Prometheus server it brings running.
+    if ! command -v promtool >/dev/null; then
+        apt_install prometheus
+        if [ -d /run/systemd/system ]; then as_root systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+    fi
 fi
 
 if [ ! -x .venv/bin/python ]; then
