@@ -122,6 +122,11 @@ async def test_bad_uploads_are_4xx(world: dict) -> None:
     assert status == 400 and body["id"] == "api.file.name_required"
     status, body = await upload(alice, ch, b"x", name="..")
     assert status == 400 and body["id"] == "api.file.invalid_name"
+    status, body = await upload(alice, ch, b"x", name="n" * 256)
+    assert status == 400 and body["id"] == "api.file.invalid_name"
+    # A name from Content-Disposition is shortened instead, keeping its extension.
+    status, meta = await upload(alice, ch, b"x", name=None, headers={"Content-Disposition": f'attachment; filename="{"n" * 300}.pdf"'})
+    assert status == 201 and meta["name"] == "n" * 251 + ".pdf"
     status, body = await upload(alice, ch, b"--b\r\n", ctype="multipart/form-data; boundary=b")
     assert status == 415 and body["id"] == "api.file.multipart"
     status, body = await upload(alice, "0" * 26, b"x")

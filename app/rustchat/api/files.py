@@ -58,6 +58,9 @@ def clean_filename(raw: str) -> str:
 
 def _filename(request: web.Request) -> str:
     raw = request.query.get("filename")
+    if raw and len(raw) > MAX_NAME:
+        # A header's name is shortened (clients send what the file is called); this one is chosen.
+        raise bad_request("api.file.invalid_name", f"?filename= is longer than {MAX_NAME} characters")
     if not raw:
         header = request.headers.get("Content-Disposition")
         if header:

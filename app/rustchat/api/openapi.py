@@ -33,7 +33,7 @@ _Q_BEFORE = {"name": "before", "in": "query", "allowEmptyValue": True, "schema":
 _Q_PAGE = {"name": "page", "in": "query", "allowEmptyValue": True, "schema": {"type": "integer", "minimum": 0, "maximum": 100000}}
 _Q_PER_PAGE = {"name": "per_page", "in": "query", "allowEmptyValue": True, "schema": {"type": "integer", "minimum": 1, "maximum": 200}}
 _Q_CHANNEL_ID = {"name": "channel_id", "in": "query", "required": True, "schema": ID}
-_Q_FILENAME = {"name": "filename", "in": "query", "schema": {"type": "string", "minLength": 1, "maxLength": 1024}}
+_Q_FILENAME = {"name": "filename", "in": "query", "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
 
 OPERATIONS: tuple[Op, ...] = (
     ("post", "/api/v1/auth/login", "Log in by username or email", LoginBody, 200, (400, 401, 429), ()),
