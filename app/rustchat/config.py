@@ -62,6 +62,8 @@ class Settings:
     body_limit_small: int = 64 * 1024
     body_limit_medium: int = 1024 * 1024
     body_limit_large: int = 50 * 1024 * 1024
+    conn_heartbeat_ttl_secs: float = 60.0
+    conn_heartbeat_refresh_secs: float = 20.0
 
 
 def _int(lo: int | None = None, hi: int | None = None) -> tuple[Callable[[str], Any], str]:
@@ -240,6 +242,10 @@ FIELDS: tuple[Field, ...] = (
           "request body limit in bytes for posts, users, channels, teams, webhooks, admin config"),
     Field("RUSTCHAT_BODY_LIMIT__LARGE", "body_limit_large", _int(1024, 1 << 40),
           "request body limit in bytes for file uploads and imports"),
+    Field("RUSTCHAT_CONN__HEARTBEAT_TTL_SECS", "conn_heartbeat_ttl_secs", _float(strictly_positive=True),
+          "TTL of a WebSocket connection's Redis heartbeat key; a dead node's connections stop counting after it"),
+    Field("RUSTCHAT_CONN__HEARTBEAT_REFRESH_SECS", "conn_heartbeat_refresh_secs", _float(strictly_positive=True),
+          "how often each process refreshes its connections' heartbeat keys (keep well below the TTL)"),
 )
 
 
