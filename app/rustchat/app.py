@@ -28,6 +28,7 @@ from rustchat.auth import passwords
 from rustchat.config import Settings
 from rustchat.db import migrations
 from rustchat.db.pool import Pool
+from rustchat.errors import ApiError
 from rustchat.node import new_node_id
 from rustchat.realtime import connections, websocket
 from rustchat.realtime.cluster import ClusterLink
@@ -49,7 +50,13 @@ async def ensure_admin(db: Pool, settings: Settings) -> None:
     if await users.by_username(db, settings.admin_user) is not None:
         return
     email = settings.admin_email or f"{settings.admin_user}@localhost"
-    await users.create(db, settings.admin_user, email, await passwords.hash_password(settings.admin_password), is_admin=True)
+    try:
+        await users.create(db, settings.admin_user, email, await passwords.hash_password(settings.admin_password),
+                           is_admin=True)
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        return  # another process starting at the same moment created it
     log.info("created admin user %s from RUSTCHAT_ADMIN_USER", settings.admin_user)
 
 
@@ -59,11 +66,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     pool = Pool(app[DATABASE_URL], settings.pool)
     await pool.start()
     app[keys.DB] = pool
-    try:
-        await ensure_admin(pool, settings)
-    except Exception:
-        # Another worker may have created the admin at the same moment; that is fine.
-        log.debug("admin bootstrap raced with another process", exc_info=True)
+    await ensure_admin(pool, settings)
     yield
     await pool.close()
 

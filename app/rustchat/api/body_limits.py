@@ -51,7 +51,7 @@ STREAM_CHUNK = 64 * 1024
 
 _LARGE_PREFIXES = ("/api/v1/files", "/api/v1/imports")
 _SMALL_PREFIXES = ("/api/v1/auth/", "/api/v1/health")
-_STATUS = re.compile(r"^/api/v1/users/[^/]+/status$")
+_STATUS = re.compile(r"^/api/v1/users/([^/]+/status|status/ids)$")
 # Simple queries carry no body worth the name.
 _QUERY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 

@@ -12,6 +12,7 @@ from rustchat.api.accounts import CreateUserBody, LoginBody
 from rustchat.api.admin import SiteBody
 from rustchat.api.channels import CreateChannelBody, DirectBody
 from rustchat.api.posts import CreatePostBody, EditPostBody, ReactionBody
+from rustchat.api.status import StatusIdsBody
 from rustchat.api.teams import CreateTeamBody, MemberBody
 
 routes = web.RouteTableDef()
@@ -42,6 +43,10 @@ OPERATIONS: tuple[Op, ...] = (
     ("get", "/api/v1/users", "List users", None, 200, (400, 401), (_Q_PAGE, _Q_PER_PAGE)),
     ("get", "/api/v1/users/me", "The caller", None, 200, (401,), ()),
     ("get", "/api/v1/users/{user_id}", "A user", None, 200, (401, 404), ()),
+    ("get", "/api/v1/users/{user_id}/status", "A user's presence (online/offline)", None, 200, (401, 404), ()),
+    ("post", "/api/v1/users/status/ids", "Presence of up to 200 users", StatusIdsBody, 200, (400, 401), ()),
+    ("post", "/api/v1/admin/connections/enforce-limit", "Close this process's connections over the limit (admin)",
+     None, 200, (401, 403), ()),
     ("get", "/api/v1/users/me/channels", "The caller's channels", None, 200, (401,), ()),
     ("post", "/api/v1/teams", "Create a team", CreateTeamBody, 201, (400, 401, 409), ()),
     ("get", "/api/v1/teams", "The caller's teams", None, 200, (401,), ()),
