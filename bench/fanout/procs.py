@@ -86,6 +86,8 @@ class Database:
         base, _, _ = admin_url.rpartition("/")
         self.url = f"{base}/{self.name}"
         self.created = False
+        self._monitor = None  # one connection kept open: a busy server may refuse new ones later
+        self._pids: list[int] = []
 
     def _run(self, statement: sql.Composable) -> None:
         conn = psycopg2.connect(self.admin_url)
@@ -97,23 +99,36 @@ class Database:
             conn.close()
 
     def create(self) -> None:
+        self._monitor = psycopg2.connect(self.admin_url)
+        self._monitor.autocommit = True
         self._run(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
         self.created = True
 
     def backend_pids(self) -> list[int]:
         """PostgreSQL backends serving this database (measured, not pinned: not ours to move)."""
-        conn = psycopg2.connect(self.admin_url)
         try:
-            with conn.cursor() as cur:
+            with self._monitor.cursor() as cur:
                 cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.name,))
-                return [r[0] for r in cur.fetchall()]
-        finally:
-            conn.close()
+                self._pids = [r[0] for r in cur.fetchall()]
+        except (psycopg2.Error, AttributeError):
+            pass  # keep the last known list
+        return self._pids
 
     def drop(self) -> None:
-        if self.created:
-            self._run(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
-            self.created = False
+        if self._monitor is not None:
+            self._monitor.close()
+            self._monitor = None
+        if not self.created:
+            return
+        for attempt in range(10):
+            try:
+                self._run(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
+                self.created = False
+                return
+            except psycopg2.OperationalError as exc:  # e.g. too many clients: try again shortly
+                if attempt == 9:
+                    raise RuntimeError(f"could not drop database {self.name}: {exc}") from exc
+                time.sleep(2)
 
 
 # -- processes ------------------------------------------------------------------------------------
