@@ -52,9 +52,10 @@ def database_url(new_database) -> str:  # noqa: ANN001
     return new_database()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def start_server(new_database) -> Iterator:  # noqa: ANN001
-    """Factory for extra server processes; all are stopped at the end of the session."""
+    """Factory for extra server processes, stopped at the end of the test module so a long session
+    does not hold on to every server's database connections."""
     started: list[ServerProcess] = []
 
     def start(database_url: str | None = None, **kw) -> ServerProcess:  # noqa: ANN003
@@ -68,8 +69,11 @@ def start_server(new_database) -> Iterator:  # noqa: ANN001
 
 
 @pytest.fixture(scope="session")
-def server(start_server, database_url: str) -> ServerProcess:  # noqa: ANN001
-    return start_server(database_url, name="main")
+def server(database_url: str) -> Iterator[ServerProcess]:
+    proc = ServerProcess(database_url, name="main")
+    proc.start()
+    yield proc
+    proc.stop()
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ and one `rustchat serve`, all joined through one Redis and one PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections import Counter
@@ -14,6 +13,7 @@ import redis.asyncio as aioredis
 
 from tests.support.client import Api, Socket
 from tests.support.server import ADMIN_PASSWORD, ADMIN_USER, ServerProcess
+from tests.support.wait import wait_for
 
 HEARTBEAT = 1.0
 
@@ -28,17 +28,6 @@ def cluster(start_server, new_database, own_redis) -> dict[str, ServerProcess]: 
         "b": start_server(db, env=env, gunicorn_workers=2, name="cluster-b"),
         "c": start_server(db, env=env, name="cluster-c"),
     }
-
-
-async def wait_for(predicate, timeout: float = 15.0, interval: float = 0.2):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
-        await asyncio.sleep(interval)
 
 
 async def node_ids(api: Api) -> set[str]:

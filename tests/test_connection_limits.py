@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
@@ -19,6 +18,7 @@ import redis.asyncio as aioredis
 from tests.support.client import Api, Socket
 from tests.support.server import ADMIN_PASSWORD, ADMIN_USER, ServerProcess
 from tests.support.services import RedisInstance
+from tests.support.wait import wait_for
 
 TTL, REFRESH = 3, 1
 FAST_HEARTBEATS = {"RUSTCHAT_CONN__HEARTBEAT_TTL_SECS": str(TTL), "RUSTCHAT_CONN__HEARTBEAT_REFRESH_SECS": str(REFRESH)}
@@ -30,17 +30,6 @@ def start_nodes(start_server, database_url: str, env: dict[str, str], names: lis
     first = start_server(database_url, env=env, name=names[0])
     with ThreadPoolExecutor(max(1, len(names) - 1)) as pool:
         return [first, *pool.map(lambda name: start_server(database_url, env=env, name=name), names[1:])]
-
-
-async def wait_for(predicate, timeout: float = 20.0, interval: float = 0.2):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
-        await asyncio.sleep(interval)
 
 
 async def connect(user: Api, srv: ServerProcess) -> Socket | int:

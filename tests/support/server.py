@@ -42,6 +42,8 @@ class ServerProcess:
             "RUSTCHAT_SERVER__PORT": str(self.port),
             "RUSTCHAT_DB_POOL__MIN_CONNECTIONS": "1",
             "RUSTCHAT_DB_POOL__MAX_CONNECTIONS": "10",
+            # A session runs dozens of servers against one PostgreSQL: give idle connections back.
+            "RUSTCHAT_DB_POOL__IDLE_TIMEOUT_SECS": "5",
             "RUSTCHAT_LOG": "info,rustchat=debug",
             "PYTHONUNBUFFERED": "1",
             **(env or {}),

@@ -12,6 +12,7 @@ old node does not resume it a second time.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -127,16 +128,21 @@ async def replay(redis: aioredis.Redis, record: dict[str, Any], last_seq: int) -
     missed_numbered = [(n, sid) for n, sid in numbered if n > last_seq]
     if last_seq < seq and (not missed_numbered or missed_numbered[0][0] != last_seq + 1):
         return None  # the client is further behind than the old node's replay log reaches
-    try:
-        async with redis.pipeline(transaction=False) as pipe:
-            for _, sid in missed_numbered:
-                pipe.xrange(STREAM, min=sid, max=sid)
-            found = await pipe.execute() if missed_numbered else []
-            position = record["position"]
+    position = record["position"]
+    for attempt in (1, 2):
+        # A second try: right after a Redis restart the first command may meet a stale connection.
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                for _, sid in missed_numbered:
+                    pipe.xrange(STREAM, min=sid, max=sid)
+                found = await pipe.execute() if missed_numbered else []
             later = await redis.xrange(STREAM, min=position, max="+", count=MAX_AFTER + 1)
-    except (RedisError, OSError) as exc:
-        log.warning("resume from the replay log failed: %s", exc)
-        return None
+            break
+        except (RedisError, OSError) as exc:
+            if attempt == 2:
+                log.warning("resume from the replay log failed: %s", exc)
+                return None
+            await asyncio.sleep(0.2)
     out: list[tuple[int, Event]] = []
     for (n, _), entries in zip(missed_numbered, found, strict=True):
         if not entries:

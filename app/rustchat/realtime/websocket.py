@@ -31,7 +31,7 @@ routes = web.RouteTableDef()
 
 LIMITER: web.AppKey[Any] = web.AppKey("connection_limiter")
 CHALLENGE_TIMEOUT = 10.0
-RECORD_WAIT_TRIES = 5
+RECORD_WAIT_TRIES = 15  # 3 s
 _background: set[asyncio.Task] = set()
 TYPING_MIN_INTERVAL = 1.0
 
@@ -162,14 +162,21 @@ def _find_resumable(hub, user_id: str, conn_id: str | None, last_seq: int | None
 async def _resume_record(app: web.Application, conn_id: str) -> dict | None:
     """The saved state of a connection that closed on some node (cluster mode only)."""
     redis = app[keys.REDIS]
+    me = app[keys.NODE_ID]
+
+    def pending(record: dict | None) -> bool:
+        # The old node saves the record just after its socket closed (a fast reconnect may beat
+        # it); a record still marked taken by another node means that node has not saved yet.
+        if record is None:
+            return conn_id not in app[keys.HUB].sessions
+        return bool(record.get("taken")) and record.get("node") != me
+
     record = await resume.load(redis, conn_id)
-    if record is None and conn_id not in app[keys.HUB].sessions:
-        # The old node saves the record just after its socket closed; a fast reconnect may beat it.
-        for _ in range(RECORD_WAIT_TRIES):
-            await asyncio.sleep(0.2)
-            record = await resume.load(redis, conn_id)
-            if record is not None:
-                break
+    for _ in range(RECORD_WAIT_TRIES):
+        if not pending(record):
+            break
+        await asyncio.sleep(0.2)
+        record = await resume.load(redis, conn_id)
     return record
 
 
