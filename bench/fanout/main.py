@@ -10,6 +10,7 @@ import os
 import resource
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -199,7 +200,6 @@ class Bench:
         self.nodes: Counter[str] = Counter()
         self.results: list[StepResult] = []
         self.step_no = 0
-        self.sustained: float | None = None  # the highest offered posts/s that did not saturate
 
     def log(self, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -421,7 +421,6 @@ class Bench:
                         failed = rate
                     else:
                         passed = rate
-                self.sustained = passed
                 if a.eighty and passed is not None and failed is not None:
                     rate = round(0.8 * passed, 1)
                     await self.run_step(rate, f"{rate:g} (80%)")
@@ -593,8 +592,16 @@ def _cpus(spec: str) -> set[int]:
     return out
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM, and SIGINT even when started in the background (where it is ignored by default),
+    # stop the run through the `finally` below: servers and Redis stopped, database dropped.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if not shutil.which("redis-server"):
         print("bench.fanout: redis-server is needed (apt-get install redis-server)", file=sys.stderr)
         return 2
@@ -604,29 +611,40 @@ def main(argv: list[str] | None = None) -> int:
     db = procs.Database(args.pg_url)
     redis: procs.Started | None = None
     servers: procs.Servers | None = None
-    results: list[StepResult] = []
     bench = None
+    status = 0
     try:
-        db.create()
-        redis, redis_port = procs.start_redis(args.server_cpus, log_dir)
-        servers = procs.Servers(count=args.processes, gunicorn=args.gunicorn, cpus=args.server_cpus,
-                                database_url=db.url, redis_url=f"redis://127.0.0.1:{redis_port}/0",
-                                send_queue=args.send_queue, log_dir=log_dir)
-        print(f"starting {args.processes} server processes ...", file=sys.stderr, flush=True)
-        servers.start()
-        bench = Bench(args, servers, redis, db)
-        results = uvloop.run(asyncio.wait_for(bench.run(), args.max_minutes * 60))
-    finally:
-        if servers is not None:
-            servers.stop()
-        if redis is not None:
-            redis.stop()
-        db.drop()
-    text = report(args, results, bench.nodes if bench else Counter())
-    print("\n" + text, flush=True)
+        try:
+            db.create()
+            redis, redis_port = procs.start_redis(args.server_cpus, log_dir)
+            servers = procs.Servers(count=args.processes, gunicorn=args.gunicorn, cpus=args.server_cpus,
+                                    database_url=db.url, redis_url=f"redis://127.0.0.1:{redis_port}/0",
+                                    send_queue=args.send_queue, log_dir=log_dir)
+            print(f"starting {args.processes} server processes ...", file=sys.stderr, flush=True)
+            servers.start()
+            bench = Bench(args, servers, redis, db)
+            uvloop.run(asyncio.wait_for(bench.run(), args.max_minutes * 60))
+        finally:
+            # A second signal must not cut the clean-up short.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            if servers is not None:
+                servers.stop()
+            if redis is not None:
+                redis.stop()
+            db.drop()
+    except KeyboardInterrupt as exc:
+        print(f"interrupted ({exc or 'SIGINT'}); servers and Redis stopped, database dropped", file=sys.stderr)
+        status = 130
+    except TimeoutError:
+        print(f"stopped after --max-minutes {args.max_minutes:g}; servers and Redis stopped, database dropped",
+              file=sys.stderr)
+        status = 1
+    results = bench.results if bench else []
+    print("\n" + report(args, results, bench.nodes if bench else Counter()), flush=True)
     out = args.json or log_dir / "results.json"
     out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "machine": _machine(),
                                "nodes": dict(bench.nodes) if bench else {},
                                "steps": [r.summary() for r in results]}, indent=2))
     print(f"results: {out}", file=sys.stderr)
-    return 0
+    return status
