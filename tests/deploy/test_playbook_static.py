@@ -1,0 +1,108 @@
+"""The playbook without hosts: syntax, variable naming and documentation, one sizing implementation.
+
+Fast and needs no root; the real-hosts test is test_cluster_deploy.py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rustchat.appliance import filters
+
+ANSIBLE = Path(__file__).resolve().parents[2] / "ansible"
+ROLES = ("common", "postgresql", "redis", "rustchat", "nginx")
+
+
+def _ansible(*argv: str) -> subprocess.CompletedProcess:
+    bindir = Path(sys.executable).parent
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "PATH": f"{bindir}:{os.environ.get('PATH', '')}", "ANSIBLE_LOCAL_TEMP": "/tmp/rustchat-ansible-tmp"}
+    return subprocess.run([str(bindir / argv[0]), *argv[1:]], cwd=ANSIBLE, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("playbook", ["site.yml", "rolling-update.yml"])
+def test_playbook_syntax(playbook: str) -> None:
+    proc = _ansible("ansible-playbook", "-i", "inventory.example/hosts.yml", "--syntax-check", playbook)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_role_has_its_tag_and_site_lists_every_role() -> None:
+    plays = yaml.safe_load((ANSIBLE / "site.yml").read_text())
+    roles = {}
+    for play in plays:
+        for role in play.get("roles", []):
+            roles[role["role"]] = play["tags"]
+    assert set(roles) == set(ROLES)
+    assert all(tags == [name] for name, tags in roles.items()), roles
+    groups = {play["hosts"] for play in plays if "hosts" in play}
+    assert groups == {"all", "postgres", "redis", "app", "lb"}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_role_variables_are_prefixed_and_documented(role: str) -> None:
+    """geerlingguy style: every default carries the role's prefix and a comment above it."""
+    text = (ANSIBLE / "roles" / role / "defaults" / "main.yml").read_text()
+    names = list(yaml.safe_load(text))
+    assert names
+    assert [n for n in names if not n.startswith(f"{role}_")] == []
+    lines = text.splitlines()
+    undocumented = []
+    for name in names:
+        i = next(i for i, line in enumerate(lines) if line.startswith(f"{name}:"))
+        above = i - 1
+        # Part of a documented group of related variables: the comment may sit above the group.
+        while above >= 0 and re.match(r"^[a-z_0-9]+:", lines[above]):
+            above -= 1
+        if above < 0 or not lines[above].startswith("#"):
+            undocumented.append(name)
+    assert undocumented == []
+
+
+def test_every_shared_template_is_used_and_exists() -> None:
+    from rustchat.appliance.render import FILES, TEMPLATES_DIR
+
+    used = set()
+    for role in ROLES:
+        tasks = (ANSIBLE / "roles" / role / "tasks" / "main.yml").read_text()
+        used |= set(re.findall(r"role_path \}\}/\.\./\.\./\.\./templates/([\w/.-]+\.j2)", tasks))
+    assert used == {spec.template for spec in FILES}
+    assert all((TEMPLATES_DIR / t).exists() for t in used)
+
+
+def test_the_filter_plugin_is_the_apps_sizing_code() -> None:
+    """The playbook's filters are rustchat.appliance.filters itself: the sizing is written once."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rustchat_filter_plugin", ANSIBLE / "filter_plugins" / "rustchat.py")
+    assert spec is not None and spec.loader is not None
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    assert plugin.FilterModule is filters.FilterModule
+    assert plugin.FilterModule().filters() == dict(filters.FILTERS)
+    source = (ANSIBLE / "filter_plugins" / "rustchat.py").read_text()
+    assert "def " not in source  # nothing computed there
+
+
+def test_the_playbook_computes_pools_with_the_filters(tmp_path: Path) -> None:
+    """Ansible itself evaluates the pool filter (local connection, no hosts needed)."""
+    playbook = tmp_path / "pool.yml"
+    playbook.write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.debug:\n"
+        "        msg: \"{{ (100 | rustchat_pool_size([2, 2, 2, 2])).max }}\"\n")
+    # Copy the playbook next to filter_plugins/ (playbook-adjacent plugins are what site.yml uses).
+    adjacent = ANSIBLE / f".pool-{os.getpid()}.yml"
+    adjacent.write_text(playbook.read_text())
+    try:
+        proc = _ansible("ansible-playbook", "-i", "localhost,", "-c", "local", adjacent.name)
+    finally:
+        adjacent.unlink()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r'"msg": "?11"?\n', proc.stdout), proc.stdout
