@@ -244,6 +244,35 @@ def _mtu() -> int:
     return 1500
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _cgroup_dirs(name: str) -> list[Path]:
+    """The cgroups (one per hierarchy systemd uses) that host `name`'s container lives in.
+
+    Each container needs a cgroup of its own: systemd-nspawn makes its own cgroup the container's
+    root, and the machine here runs no systemd to give each one a scope, so six containers
+    started from one cgroup would share one subtree, and each container's systemd would remove
+    cgroups the others are just moving processes into (units failing with 219/CGROUP).
+    """
+    if (CGROUP_ROOT / "cgroup.controllers").exists():  # unified hierarchy only
+        bases = [CGROUP_ROOT]
+    else:  # legacy or hybrid: systemd's named hierarchy, and the unified one if mounted
+        bases = [CGROUP_ROOT / h for h in ("systemd", "unified") if (CGROUP_ROOT / h / "cgroup.procs").exists()]
+    return [base / "rustchat-test-hosts" / name for base in bases]
+
+
+def _remove_cgroups(dirs: Sequence[Path]) -> None:
+    for top in dirs:
+        if not top.exists():
+            continue
+        for root, _dirs, _files in os.walk(top, topdown=False):
+            with contextlib.suppress(OSError):
+                os.rmdir(root)
+        with contextlib.suppress(OSError):
+            os.rmdir(top.parent)  # rustchat-test-hosts/, once the last host is gone
+
+
 def _system_bus_up() -> bool:
     with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
         s.connect("/run/dbus/system_bus_socket")
@@ -344,13 +373,22 @@ table ip {NFT_TABLE} {{
 
     def _boot(self, host: Host) -> None:
         console = open(host.dir / "console.log", "ab")
+        cgroups = _cgroup_dirs(host.name)
+        self.state.set_host(host.name, cgroups=[str(d) for d in cgroups])
+        for d in cgroups:
+            d.mkdir(parents=True, exist_ok=True)
+
+        def own_cgroup() -> None:  # in the child, before systemd-nspawn starts
+            for d in cgroups:
+                (d / "cgroup.procs").write_text(str(os.getpid()))
         proc = subprocess.Popen(
             ["systemd-nspawn", "--quiet", "-D", str(host.root), "-b", "--register=no", "--keep-unit",
              "--console=pipe", f"--network-namespace-path=/run/netns/{host.netns}", "-M", host.name,
              # The firewall role needs nftables inside the host's own network namespace. No
              # CAP_SYS_TIME: time sync must not set the machine's clock.
              "--capability=CAP_NET_ADMIN"],
-            stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
+            stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=own_cgroup)  # noqa: PLW1509
         console.close()
         self.state.set_host(host.name, pid=proc.pid, booted=time.time())
 
@@ -383,7 +421,7 @@ table ip {NFT_TABLE} {{
             if pending:
                 time.sleep(0.5)
 
-    def up(self, hosts: dict[str, tuple[int, str]] | None = None) -> list[Host]:
+    def up(self, hosts: dict[str, tuple[int, str]] | None = None, owner: str = "make cluster") -> list[Host]:
         reason = unavailable_reason()
         if reason:
             raise HostsError(f"this machine cannot run the test hosts: {reason}")
@@ -393,6 +431,7 @@ table ip {NFT_TABLE} {{
         started = time.monotonic()
         base, key = ensure_base_image(), ensure_ssh_key()
         self.state["created"] = time.time()
+        self.state["owner"] = owner
         self._network_up()
         wanted = [Host(name, f"{NETWORK}.{octet}", group) for name, (octet, group) in (hosts or DEFAULT_HOSTS).items()]
         for host in wanted:
@@ -452,6 +491,23 @@ table ip {NFT_TABLE} {{
 
     # -- Ansible ------------------------------------------------------------------------------
 
+    @staticmethod
+    def snapshot_source(dest: Path) -> Path:
+        """Copy what the wheel is built from (pyproject.toml, README.md, app/) to `dest`.
+
+        Deploying a snapshot (-e rustchat_source_dir=DEST) pins the code for a whole test run even
+        while the checkout is being edited, and lets a test change it for a rolling update.
+        """
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".*")
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("pyproject.toml", "README.md", "LICENSE", "app"):
+            src = REPO / name
+            if src.is_dir():
+                shutil.copytree(src, dest / name, ignore=ignore, dirs_exist_ok=True)
+            elif src.exists():
+                shutil.copy2(src, dest / name)
+        return dest
+
     def ansible_env(self) -> dict[str, str]:
         bindir = str(Path(sys.executable).parent)
         return {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}",
@@ -461,12 +517,13 @@ table ip {NFT_TABLE} {{
 
     def playbook(self, playbook: str = "site.yml", *args: str, log_name: str | None = None) -> PlaybookRun:
         """Run a playbook from ansible/ against the cluster; output goes to stderr and a log file."""
-        log_path = STATE_DIR / "logs" / (log_name or f"{Path(playbook).stem}-{int(time.time())}.log")
+        log_dir = Path(os.environ.get("RUSTCHAT_TEST_HOSTS_LOG_DIR", STATE_DIR / "logs"))
+        log_path = log_dir / (log_name or f"{Path(playbook).stem}-{int(time.time())}.log")
         log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(self.inventory), playbook, *args]
         log(f"{' '.join(argv[1:])}  (log: {log_path})")
         started = time.monotonic()
-        with open(log_path, "w") as out:
+        with open(log_path, "w", buffering=1) as out:  # line-buffered: tail -f works
             proc = subprocess.Popen(argv, cwd=ANSIBLE_DIR, env=self.ansible_env(), stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True)
             assert proc.stdout is not None
@@ -504,6 +561,7 @@ table ip {NFT_TABLE} {{
                 if run(["umount", info["mounted"]], check=False, quiet=True).returncode != 0:
                     run(["umount", "-l", info["mounted"]], check=False)
                 self.state.set_host(host.name, mounted=None)
+            _remove_cgroups([Path(d) for d in info.get("cgroups") or ()])
             if info.get("netns"):
                 run(["ip", "netns", "del", info["netns"]], check=False, quiet=True)
             if info.get("veth"):
