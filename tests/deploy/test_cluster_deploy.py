@@ -532,6 +532,8 @@ async def test_rolling_update_while_two_users_chat_loses_and_duplicates_nothing(
         await b.close()
         await asyncio.gather(*tasks[:2])
 
+        hosts.log(f"rolling update: {len(posts)} messages; alice closed {[c for c, _ in a.closes]}, resumed on "
+                  f"{[r.node for r in a.resumes]}; bob closed {[c for c, _ in b.closes]}, resumed on {[r.node for r in b.resumes]}")
         assert not senders[0].failures and not senders[1].failures, senders[0].failures + senders[1].failures
         assert sorted(by[alice.user["id"]]) == sorted(senders[0].sent)
         assert sorted(by[bob.user["id"]]) == sorted(senders[1].sent)
