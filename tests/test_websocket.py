@@ -220,6 +220,46 @@ async def _close_code(reader: asyncio.StreamReader) -> int | None:
             return int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
 
 
+async def _text_frames(reader: asyncio.StreamReader, count: int) -> list[dict]:
+    """Read `count` text frames (unmasked server frames), skipping pings; each must be one whole JSON object."""
+    out = []
+    while len(out) < count:
+        b0, b1 = await asyncio.wait_for(reader.readexactly(2), 10)
+        assert b1 & 0x80 == 0, "server frames are never masked"
+        length = b1 & 0x7F
+        if length == 126:
+            length = int.from_bytes(await reader.readexactly(2), "big")
+            assert length >= 126, "the shortest length encoding is used"
+        elif length == 127:
+            length = int.from_bytes(await reader.readexactly(8), "big")
+            assert length >= 65536, "the shortest length encoding is used"
+        payload = await reader.readexactly(length)
+        if b0 == 0x89:  # ping
+            continue
+        assert b0 == 0x81, f"a final text frame, got {b0:#x}"
+        out.append(json.loads(payload))
+    return out
+
+
+async def test_a_burst_of_events_arrives_as_whole_frames_in_order(admin: Api, server: ServerProcess) -> None:
+    # Posts sent together reach a socket in the same loop iteration and share one write; every
+    # length encoding (7-bit, 16-bit, 64-bit) must come out right, back to back.
+    alice, bob = await admin.new_user(), await admin.new_user()
+    team = await alice.new_team(bob)
+    ch = await alice.new_channel(team, "private", bob)
+    reader, writer = await _raw_ws_connect(server.port, bob.token)
+    hello = (await _text_frames(reader, 1))[0]
+    assert hello["event"] == "hello"
+    messages = [str(i) + "x" * n for i, n in enumerate([1, 30, 60, 200, 5000, 16000] * 4)] + ["\U0001F600" * 16383]
+    results = await asyncio.gather(*(alice.post(f"/api/v1/channels/{ch['id']}/posts", {"message": m}) for m in messages))
+    assert all(status == 201 for status, _ in results)
+    frames = await _text_frames(reader, len(messages))
+    assert [f["seq"] for f in frames] == list(range(1, len(messages) + 1))
+    assert sorted(f["data"]["post"]["message"] for f in frames) == sorted(messages)
+    assert max(len(json.dumps(f, ensure_ascii=False).encode()) for f in frames) > 65536
+    writer.close()
+
+
 async def test_slow_consumer_is_dropped_without_stalling_others(admin: Api, start_server, http: aiohttp.ClientSession) -> None:  # noqa: ANN001
     srv = start_server(env={"RUSTCHAT_WS__SEND_QUEUE": "8", "RUSTCHAT_WS__REPLAY_EVENTS": "16"}, name="slow")
     root = await Api(http, srv.url).login("admin", "admin-password-123")
@@ -230,10 +270,15 @@ async def test_slow_consumer_is_dropped_without_stalling_others(admin: Api, star
     sock_fast = await fast.ws(srv.ws_url)
     big = "y" * 16000
     n = 300
+    # The fast client reads while the posts go out; the slow one never reads.
+    async def read_all() -> list[dict]:
+        return [await sock_fast.next_event(timeout=10, name="posted") for _ in range(n)]
+
+    reading = asyncio.ensure_future(read_all())
     for i in range(n):
         status, _ = await alice.post(f"/api/v1/channels/{ch['id']}/posts", {"message": f"{i} {big}"})
         assert status == 201
-    received = [await sock_fast.next_event(timeout=10, name="posted") for _ in range(n)]
+    received = await reading
     assert [e["data"]["post"]["message"].split()[0] for e in received] == [str(i) for i in range(n)]
     assert await asyncio.wait_for(_close_code(reader), 30) == 1013
     assert "slow_consumer" in srv.log()

@@ -1,9 +1,10 @@
 """The local hub: this process's WebSocket sessions, indexed by user, channel and team.
 
 `deliver` is the hot path. It runs synchronously on the event loop: pick the recipients from the
-indexes, encode the event once, append a frame to each session's bounded queue. Nothing in it
-awaits, so a slow client can never hold up delivery to the others; its queue overflows and it is
-dropped instead (and can resume from its replay log).
+indexes, encode the event once, hand a frame to each session's socket writer, which the outbox
+flushes once per loop iteration (realtime.outbox). Nothing in it awaits, so a slow client can
+never hold up delivery to the others; it falls too far behind and is dropped instead (and can
+resume from its replay log).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from rustchat import metrics
 from rustchat.ids import new_id
 from rustchat.realtime.events import Event, MembershipChange
+from rustchat.realtime.outbox import Outbox
 from rustchat.realtime.session import CLOSE_SLOW_CONSUMER, Session
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 class Hub:
     def __init__(self, *, send_queue: int, replay_events: int, resume_window_secs: float) -> None:
         self.sessions: dict[str, Session] = {}
+        self.outbox = Outbox()
         self._by_user: dict[str, set[Session]] = defaultdict(set)
         self._by_channel: dict[str, set[Session]] = defaultdict(set)
         self._by_team: dict[str, set[Session]] = defaultdict(set)

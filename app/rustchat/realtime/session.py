@@ -1,4 +1,4 @@
-"""One logical WebSocket connection: its sequence numbers, replay log and bounded send queue.
+"""One logical WebSocket connection: its sequence numbers, replay log and socket writer.
 
 A session outlives its socket for the resume window: while detached it keeps numbering and
 logging the events it would have received, so a client that reconnects with its
@@ -7,17 +7,14 @@ logging the events it would have received, so a client that reconnects with its
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from collections import deque
 from collections.abc import Callable
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from rustchat.realtime.events import Event, frame
-
-log = logging.getLogger(__name__)
+from rustchat.realtime.outbox import SocketWriter
 
 CLOSE_SLOW_CONSUMER = 1013  # "try again later": the client may resume and catch up from the replay log
 
@@ -47,9 +44,8 @@ class Session:
         self._events: deque[Event | None] = deque(maxlen=replay_events)
         # While a session resumed from another node catches up, live events wait here unnumbered.
         self._held: list[tuple[bytes, Event | None]] | None = None
-        self._queue_size = send_queue
-        self._queue: asyncio.Queue[bytes | None] | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self.send_queue = send_queue
+        self._writer: SocketWriter | None = None
         self.ws: web.WebSocketResponse | None = None
         self.detached_at: float | None = time.monotonic()
         self._on_drop = on_drop
@@ -60,14 +56,16 @@ class Session:
 
     # -- delivery -----------------------------------------------------------------------------
     def push(self, tail: bytes, event: Event | None = None) -> None:
-        """Number, log and queue one event. Never blocks: a full queue drops the socket, not others."""
+        """Number, log and send one event. Never blocks: a client too far behind is dropped instead."""
         if self._held is not None:
             self._held.append((tail, event))
             return
         self.seq += 1
-        data = frame(self.seq, tail)
-        self._log(data, event)
-        self._enqueue(data)
+        data = b'{"seq":%d,' % self.seq + tail  # events.frame, inlined: this runs once per delivery
+        self._frames.append(data)
+        self._events.append(event)
+        if self._writer is not None:
+            self._writer.send(data)
 
     def _log(self, data: bytes, event: Event | None) -> None:
         self._frames.append(data)
@@ -100,16 +98,12 @@ class Session:
         return [(first + i, event) for i, event in enumerate(self._events)]
 
     def send_control(self, data: bytes) -> None:
-        """Replies and hello: not numbered, not replayed."""
-        self._enqueue(data)
+        """Replies: not numbered, not replayed."""
+        if self._writer is not None:
+            self._writer.send(data)
 
-    def _enqueue(self, data: bytes) -> None:
-        if self._queue is None:
-            return
-        try:
-            self._queue.put_nowait(data)
-        except asyncio.QueueFull:
-            self._on_drop(self, "slow_consumer")
+    def overflowed(self) -> None:
+        self._on_drop(self, "slow_consumer")
 
     # -- resume -------------------------------------------------------------------------------
     def missed_since(self, last_seq: int) -> list[bytes] | None:
@@ -124,33 +118,17 @@ class Session:
         return list(self._frames)[last_seq + 1 - first:]
 
     # -- socket lifecycle ---------------------------------------------------------------------
-    def attach(self, ws: web.WebSocketResponse, backlog: list[bytes]) -> None:
-        """Start writing to `ws`: first `backlog` (hello, replayed events), then live events."""
-        self.ws = ws
+    def attach(self, writer: SocketWriter, backlog: list[bytes]) -> None:
+        """Start writing to `writer`'s socket: first `backlog` (hello, replayed events), then live events."""
+        self.ws = writer.ws
         self.detached_at = None
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(self._queue_size)
-        self._queue = queue
-        self._writer = asyncio.get_running_loop().create_task(self._write(ws, queue, backlog))
+        self._writer = writer
+        writer.send_all(backlog)
 
     def detach(self) -> web.WebSocketResponse | None:
         ws, self.ws = self.ws, None
-        if self._queue is not None:
-            self._queue = None
-        if self._writer is not None and not self._writer.done():
-            self._writer.cancel()
-        self._writer = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         self.detached_at = time.monotonic()
         return ws
-
-    async def _write(self, ws: web.WebSocketResponse, queue: asyncio.Queue[bytes | None], backlog: list[bytes]) -> None:
-        try:
-            for data in backlog:
-                await ws.send_frame(data, WSMsgType.TEXT)
-            while True:
-                data = await queue.get()
-                if data is None:
-                    return
-                await ws.send_frame(data, WSMsgType.TEXT)
-        except (ConnectionError, RuntimeError) as exc:
-            # The peer went away mid-write; the reader side notices and detaches the session.
-            log.debug("write to session %s stopped: %s", self.id, exc)

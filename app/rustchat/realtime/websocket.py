@@ -1,8 +1,8 @@
 """`GET /api/v1/websocket`: authentication, hello, resume, client actions.
 
 Frames the server sends are produced by the hub (events) or here (hello, replies); all of them
-go through the session's bounded queue, so this handler's only job on the read side is to parse
-client actions.
+go through the session's socket writer (realtime.outbox), so this handler's only job on the read
+side is to parse client actions.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from rustchat.db.pool import DatabaseUnavailable
 from rustchat.errors import ApiError
 from rustchat.realtime import resume
 from rustchat.realtime.events import Broadcast, Event, encode
+from rustchat.realtime.outbox import SocketWriter
 from rustchat.realtime.session import Session
 from rustchat.store import channels, teams
 
@@ -268,7 +269,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         if claim is None:
             raise _limit_error(request)
     try:
-        await ws.prepare(request)
+        stream = await ws.prepare(request)
         if claim is None:
             auth = await _challenge(ws, app)
             if auth is None:
@@ -298,7 +299,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             if old is not None:
                 asyncio.get_running_loop().create_task(old.close(code=CLOSE_REPLACED, message=b"resumed elsewhere"))
         backlog = ([_reply(challenge_seq)] if challenge_seq is not None else []) + [_hello(app, session)] + claim.missed
-        session.attach(ws, backlog)
+        session.attach(SocketWriter(ws, request, stream, hub.outbox, max_pending=session.send_queue,
+                                    on_overflow=session.overflowed), backlog)
         log.debug("session %s of user %s %s", session.id, user["id"], "resumed" if claim.resumed else "opened")
         await _read_loop(request, ws, session, user)
     finally:
