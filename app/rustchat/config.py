@@ -219,7 +219,7 @@ FIELDS: tuple[Field, ...] = (
     Field("RUSTCHAT_WS__IDLE_TIMEOUT_SECS", "ws_idle_timeout_secs", _float(strictly_positive=True),
           "close a WebSocket that sent nothing (not even a pong) for this long"),
     Field("RUSTCHAT_WS__SEND_QUEUE", "ws_send_queue", _int(1, 1_000_000),
-          "events queued per connection before a slow client is dropped"),
+          "frames kept per connection while its socket takes no more, before the client is dropped"),
     Field("RUSTCHAT_WS__REPLAY_EVENTS", "ws_replay_events", _int(0, 1_000_000),
           "events kept per connection for resume"),
     Field("RUSTCHAT_WS__RESUME_WINDOW_SECS", "ws_resume_window_secs", _float(strictly_positive=True),
