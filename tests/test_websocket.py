@@ -36,7 +36,9 @@ async def test_challenge_auth(admin: Api, server: ServerProcess, http: aiohttp.C
 
     ws = await http.ws_connect(server.ws_url)
     await ws.send_str(json.dumps({"seq": 1, "action": "authentication_challenge", "data": {"token": "bogus"}}))
-    reply = json.loads((await ws.receive(timeout=5)).data)
+    msg = await ws.receive(timeout=5)
+    assert msg.type == aiohttp.WSMsgType.TEXT, "replies are text frames, refusals too"
+    reply = json.loads(msg.data)
     assert reply["status"] == "FAIL" and reply["error"]["id"] == "api.unauthorized"
     msg = await ws.receive(timeout=5)
     assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 1008

@@ -127,12 +127,12 @@ async def _challenge(ws: web.WebSocketResponse, app: web.Application) -> tuple[d
     except (ValueError, TypeError, KeyError, AttributeError):
         req, seq, token = None, None, None
     if not isinstance(token, str):
-        await ws.send_bytes(_reply(seq, False, error=("api.websocket.auth_required", "Send authentication_challenge first")))
+        await ws.send_str(_reply(seq, False, error=("api.websocket.auth_required", "Send authentication_challenge first")).decode())
         await ws.close(code=CLOSE_POLICY, message=b"authentication required")
         return None
     user = await tokens.resolve(app[keys.DB], token)
     if user is None:
-        await ws.send_bytes(_reply(seq, False, error=("api.unauthorized", "Invalid or expired token")))
+        await ws.send_str(_reply(seq, False, error=("api.unauthorized", "Invalid or expired token")).decode())
         await ws.close(code=CLOSE_POLICY, message=b"invalid token")
         return None
     return user, token, seq
@@ -278,7 +278,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             claim = await _claim(request, user, token)
             if claim is None:
                 err = _limit_error(request)
-                await ws.send_bytes(_reply(challenge_seq, False, error=(err.error_id, err.message)))
+                await ws.send_str(_reply(challenge_seq, False, error=(err.error_id, err.message)).decode())
                 await ws.close(code=CLOSE_TOO_MANY, message=b"too many connections")
                 return ws
         session = claim.session
