@@ -43,6 +43,7 @@ export class Chat {
     const ctx = {
       me,
       userName: (id) => this.userName(id),
+      status: (id) => this.statuses.get(id) || "offline",
       reactions: (id) => this.reactions.get(id) || [],
       openThread: (id) => this.openThread(id),
       edit: (post, text) => this.editPost(post, text),
@@ -89,6 +90,11 @@ export class Chat {
     $("#thread-close").addEventListener("click", () => this.closeThread());
     $("#load-older").addEventListener("click", () => this.loadOlder());
     $("#reconnect-now").addEventListener("click", () => this.rt.reconnectNow());
+    // Keep the newest message in view while previews load, unless the reader has scrolled up.
+    for (const list of [this.postList, this.threadEl]) {
+      list.addEventListener("scroll", () => { list.atBottom = nearBottom(list); }, { passive: true });
+      list.addEventListener("load", () => { if (list.atBottom !== false) list.scrollTop = list.scrollHeight; }, true);
+    }
     $("#sidebar").addEventListener("click", (e) => {
       if (e.target.closest("a.channel-link") && NARROW.matches) this.toggleSidebar(false);
     });
@@ -321,6 +327,7 @@ export class Chat {
   }
 
   addPost(post) {
+    if (!this.statuses.has(post.user_id)) this.loadStatuses([post.user_id]);
     if (post.channel_id === this.channelId) {
       const stick = nearBottom(this.postList) || post.user_id === this.me.id;
       this.list.upsert(post);
@@ -490,7 +497,8 @@ export class Chat {
   }
 
   // -- the WebSocket ------------------------------------------------------------------------
-  hello({ resumed, first }) {
+  hello({ resumed, first, nodeId }) {
+    this.nodeId = nodeId;
     // A resumed connection replays what it missed. A new one after the first cannot: refetch.
     if (!resumed && !first) this.resync();
   }

@@ -13,7 +13,7 @@ function order(a, b) {
 
 export class MessageList {
   /**
-   * ctx: me, userName(id), reactions(postId), post(id), openThread(rootId), edit(post, text),
+   * ctx: me, userName(id), status(userId), reactions(postId), post(id), openThread(rootId), edit(post, text),
    * remove(post), toggleReaction(post, name), canModify(post).
    */
   constructor(ol, ctx, { thread = false } = {}) {
@@ -111,7 +111,8 @@ export class MessageList {
     });
     const created = new Date(post.create_at);
     li.append(h("div", { className: "post-head" },
-      h("span", { className: "presence", "data-presence-user": post.user_id, "aria-hidden": "true" }),
+      h("span", { className: "presence", "data-presence-user": post.user_id, "data-status": ctx.status(post.user_id),
+        title: ctx.status(post.user_id), "aria-hidden": "true" }),
       h("span", { className: "author", "data-user-name": post.user_id, text: ctx.userName(post.user_id) || "…" }),
       h("time", { datetime: created.toISOString(), title: created.toLocaleString(), text: formatTime(post.create_at) }),
       post.edit_at && !post.delete_at ? h("span", { className: "edited muted", text: "(edited)" }) : null,
@@ -206,7 +207,7 @@ export class MessageList {
     if (!item || item.post.delete_at) return;
     const { post, li } = item;
     const body = li.querySelector(".post-body");
-    const area = h("textarea", { className: "edit-input", "aria-label": "Edit message", rows: "3" });
+    const area = h("textarea", { className: "edit-input", "aria-label": "Edited message", rows: "3" });
     area.value = post.message;
     const restore = () => { form.replaceWith(body); li.focus(); };
     const form = h("form", {

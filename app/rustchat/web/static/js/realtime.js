@@ -113,6 +113,9 @@ export class Realtime {
       return;
     }
     this.ws = ws;
+    // The server's refusals before the session starts (bad token, over the limit) have come as
+    // binary frames holding the same JSON: read both kinds.
+    ws.binaryType = "arraybuffer";
     ws.onopen = () => {
       ws.send(JSON.stringify({ seq: CHALLENGE_SEQ, action: "authentication_challenge", data: { token: this.token } }));
     };
@@ -123,7 +126,9 @@ export class Realtime {
   _message(ws, raw) {
     if (ws !== this.ws) return;
     let msg;
-    try { msg = JSON.parse(raw); } catch { return; }
+    try {
+      msg = JSON.parse(typeof raw === "string" ? raw : new TextDecoder().decode(raw));
+    } catch { return; }
     if ("seq_reply" in msg && !("event" in msg)) {
       if (msg.seq_reply === CHALLENGE_SEQ && msg.status === "FAIL") this.failure = msg.error || {};
       if (this.pingDeadline && msg.seq_reply === this.pingDeadline.seq) {
