@@ -220,6 +220,31 @@ async def test_restarted_node_shows_in_the_connection_state_and_nothing_is_lost_
     bob.assert_clean()
 
 
+async def test_killed_node_loses_its_replay_and_the_client_refetches(cluster: Cluster, alice, bob) -> None:  # noqa: ANN001
+    """SIGKILL: no 1012, no resume record. The client backs off, gets a new connection_id on the
+    restarted node and fetches what it missed instead."""
+    state = alice.page.locator("#connection")
+    await expect(state).to_have_attribute("data-state", "connected")
+    before = await alice.page.evaluate("window.rustchat.rt.connectionId")
+    cluster.a.kill()
+    await expect(state).to_have_attribute("data-state", "reconnecting")
+    await expect(state).to_contain_text("Connection lost")
+    missed = [unique(f"while A was dead {i}") for i in range(2)]
+    for text in missed:
+        await send(bob.page, text)
+    cluster.a.start()
+    await expect(state).to_have_attribute("data-state", "connected", timeout=60_000)
+    assert await alice.page.evaluate("window.rustchat.rt.connectionId") != before
+    for text in missed:
+        await expect(post_item(alice.page, text)).to_have_count(1)
+    after = unique("A is back")
+    await send(bob.page, after)  # live events flow again, on the new connection
+    await expect(post_item(alice.page, after)).to_have_count(1)
+    for text in missed:
+        await expect(post_item(alice.page, text)).to_have_count(1)
+    bob.assert_clean()
+
+
 async def test_over_the_limit_shows_the_message(cluster: Cluster, open_page) -> None:  # noqa: ANN001
     admin = Api(cluster.admin.session, cluster.a.url, cluster.admin.token)
     carol = Api(cluster.admin.session, cluster.a.url, cluster.users["carol"].token)

@@ -18,19 +18,23 @@ export class Composer {
     this.pending = []; // {file, id, state: "uploading"|"done"|"failed", chip}
     this.lastTyping = 0;
     const n = ++counter;
+    const hint = h("span", { id: `composer-hint-${n}`, className: "visually-hidden",
+      text: "Enter sends, Shift+Enter starts a new line, Up in an empty box edits your last message." });
     this.input = h("textarea", {
       id: `composer-input-${n}`, className: "composer-input", rows: "1",
-      placeholder: opts.placeholder, "aria-label": opts.label,
+      placeholder: opts.placeholder, "aria-label": opts.label, "aria-describedby": hint.id,
     });
     this.fileInput = h("input", { type: "file", multiple: true, id: `file-input-${n}`, className: "visually-hidden" });
     this.chips = h("ul", { className: "pending-files", "aria-label": "Attachments to send" });
     this.sendButton = h("button", { type: "submit", className: "send", text: "Send" });
     this.form = h("form", { className: "composer", "aria-label": opts.label },
       this.chips,
+      hint,
       h("div", { className: "composer-row" },
+        // The input first: its focus ring is drawn on the label that follows it.
+        this.fileInput,
         h("label", { for: this.fileInput.id, className: "button attach", title: "Attach files" },
           h("span", { "aria-hidden": "true", text: "📎" }), h("span", { className: "visually-hidden", text: "Attach files" })),
-        this.fileInput,
         this.input,
         this.sendButton));
     container.append(this.form);
