@@ -2,14 +2,16 @@
 // unread counts, typing and presence, and refetches whatever a reconnect could not replay.
 
 import { api, session } from "./api.js";
-import { $, h } from "./dom.js";
+import { $ } from "./dom.js";
 import { Composer } from "./composer.js";
+import { showConnection } from "./connection.js";
+import { browseChannels, newDirect } from "./dialogs.js";
 import { MessageList } from "./messages.js";
 import { Realtime } from "./realtime.js";
+import { Typing } from "./typing.js";
 import { channelLabel, dmPartner, renderSidebar } from "./sidebar.js";
 
 const PAGE = 60;
-const TYPING_SHOW_MS = 6000;
 const VIEW_DEBOUNCE_MS = 400;
 const RESYNC_MARGIN_MS = 2000; // node clocks may differ a little; a post seen twice is merged anyway
 const NARROW = window.matchMedia("(max-width: 760px)");
@@ -34,7 +36,7 @@ export class Chat {
     this.reactions = new Map();
     this.channelId = null;
     this.threadRootId = null;
-    this.typing = new Map();
+    this.typing = new Typing();
     this.pendingUsers = new Set();
     this.viewTimers = new Map();
     this.openSeq = 0;
@@ -70,7 +72,7 @@ export class Chat {
       url: wsUrl(),
       token: session.token,
       handlers: {
-        status: (state, detail) => this.showConnection(state, detail),
+        status: (state, detail) => showConnection(state, detail),
         hello: (info) => this.hello(info),
         event: (msg) => this.handle(msg),
         gap: () => this.resync(),
@@ -85,8 +87,8 @@ export class Chat {
     $("#logout").addEventListener("click", () => this.logout());
     $("#sidebar-toggle").addEventListener("click", () => this.toggleSidebar());
     $("#team-select").addEventListener("change", (e) => this.selectTeam(e.target.value));
-    $("#browse-channels").addEventListener("click", () => this.browseChannels());
-    $("#new-dm").addEventListener("click", () => this.newDirect());
+    $("#browse-channels").addEventListener("click", () => browseChannels(this));
+    $("#new-dm").addEventListener("click", () => newDirect(this));
     $("#thread-close").addEventListener("click", () => this.closeThread());
     $("#load-older").addEventListener("click", () => this.loadOlder());
     $("#reconnect-now").addEventListener("click", () => this.rt.reconnectNow());
@@ -468,30 +470,15 @@ export class Chat {
   }
 
   typingChanged(channelId, parentId, userId, typing) {
-    const key = `${channelId}:${parentId || ""}`;
-    const who = this.typing.get(key) || new Map();
-    if (typing) who.set(userId, Date.now() + TYPING_SHOW_MS);
-    else who.delete(userId);
-    this.typing.set(key, who);
+    this.typing.set(channelId, parentId, userId, typing);
     this.ensureUsers([userId]);
     this.renderTyping();
   }
 
-  typingText(key) {
-    const who = this.typing.get(key);
-    if (!who) return "";
-    const now = Date.now();
-    for (const [id, until] of who) if (until < now) who.delete(id);
-    const names = [...who.keys()].map((id) => this.userName(id) || "Someone");
-    if (names.length === 0) return "";
-    if (names.length === 1) return `${names[0]} is typing…`;
-    if (names.length === 2) return `${names[0]} and ${names[1]} are typing…`;
-    return "Several people are typing…";
-  }
-
   renderTyping() {
-    const main = this.channelId ? this.typingText(`${this.channelId}:`) : "";
-    const thread = this.threadRootId ? this.typingText(`${this.channelId}:${this.threadRootId}`) : "";
+    const name = (id) => this.userName(id);
+    const main = this.channelId ? this.typing.text(this.channelId, "", name) : "";
+    const thread = this.threadRootId ? this.typing.text(this.channelId, this.threadRootId, name) : "";
     if ($("#typing").textContent !== main) $("#typing").textContent = main;
     if ($("#thread-typing").textContent !== thread) $("#thread-typing").textContent = thread;
   }
@@ -571,38 +558,6 @@ export class Chat {
     }
   }
 
-  showConnection(state, detail) {
-    const box = $("#connection");
-    box.dataset.state = state;
-    const text = $("#connection-text");
-    clearInterval(this.countdown);
-    const banner = $("#banner");
-    const now = $("#reconnect-now");
-    now.hidden = state !== "reconnecting" && state !== "limited";
-    if (state === "connected") {
-      text.textContent = "Connected";
-      banner.hidden = true;
-    } else if (state === "connecting") {
-      text.textContent = "Connecting…";
-    } else if (state === "reconnecting") {
-      const why = detail.code === 1012 ? "Server restarting" : "Connection lost";
-      const tick = () => {
-        const secs = Math.max(0, Math.ceil((detail.at - Date.now()) / 1000));
-        text.textContent = detail.at ? `${why}, reconnecting${secs ? ` in ${secs} s` : "…"}` : "Reconnecting…";
-      };
-      tick();
-      if (detail.at) this.countdown = setInterval(tick, 500);
-    } else if (state === "limited") {
-      text.textContent = "Not connected: too many connections";
-      banner.replaceChildren(
-        h("strong", { text: detail.message || "Too many simultaneous connections." }),
-        " Close RustChat in another tab, window or device; this one tries again in ",
-        `${Math.round(detail.inMs / 1000)} s.`,
-      );
-      banner.hidden = false;
-    }
-  }
-
   // -- session ------------------------------------------------------------------------------
   toast(text) {
     const el = $("#toast");
@@ -626,56 +581,5 @@ export class Chat {
     location.replace("/");
   }
 
-  // -- dialogs: browse channels, new direct message ------------------------------------------
-  pick(title, items, empty) {
-    const dialog = $("#picker-dialog");
-    $("#picker-title").textContent = title;
-    const filter = $("#picker-filter");
-    filter.value = "";
-    const list = $("#picker-list");
-    const paint = () => {
-      const q = filter.value.trim().toLowerCase();
-      const shown = items.filter((it) => it.label.toLowerCase().includes(q));
-      list.replaceChildren(...shown.map((it) => h("li", {}, h("button", {
-        type: "button", className: "pick", text: it.label,
-        onclick: async () => { dialog.close(); await it.choose(); },
-      }))));
-      if (shown.length === 0) list.append(h("li", { className: "muted", text: empty }));
-    };
-    filter.oninput = paint;
-    paint();
-    dialog.showModal();
-    filter.focus();
-  }
 
-  async browseChannels() {
-    if (!this.teamId) return;
-    const all = await api.get(`/api/v1/teams/${this.teamId}/channels`);
-    const joinable = all.filter((c) => !this.channels.has(c.id) && c.type === "public");
-    this.pick("Join a channel", joinable.map((c) => ({
-      label: `# ${c.display_name || c.name}`,
-      choose: async () => {
-        try {
-          await api.post(`/api/v1/channels/${c.id}/members`, { user_id: this.me.id });
-          await this.loadSidebar();
-          location.hash = `#/channels/${c.id}`;
-        } catch (err) { this.toast(`Could not join: ${err.message}`); }
-      },
-    })), "No other public channels in this team");
-  }
-
-  async newDirect() {
-    const users = await api.get("/api/v1/users?per_page=200");
-    users.forEach((u) => this.users.set(u.id, u));
-    this.pick("Direct message", users.filter((u) => u.id !== this.me.id).map((u) => ({
-      label: u.username,
-      choose: async () => {
-        try {
-          const channel = await api.post("/api/v1/channels/direct", [this.me.id, u.id]);
-          await this.loadSidebar();
-          location.hash = `#/channels/${channel.id}`;
-        } catch (err) { this.toast(`Could not open the conversation: ${err.message}`); }
-      },
-    })), "Nobody else here yet");
-  }
 }
