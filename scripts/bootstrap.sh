@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian 12 machine (or an existing checkout) to run RustChat:
 # Python 3.11 with venv, the project's virtualenv in .venv, and with --test the tools the test
-# suite drives (redis-server, promtool). Idempotent: a second run only checks.
+# suite drives (redis-server, promtool, chromium). Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +38,9 @@ if [ "$want_test" -eq 1 ]; then
         command -v "${pair%%:*}" >/dev/null || PATH=$PATH:/usr/sbin command -v "${pair%%:*}" >/dev/null \
             || apt_install "${pair#*:}"
     done
+    # The browser tests (tests/browser) drive Debian's Chromium through Playwright's
+    # executable_path: no browser is ever downloaded. The emoji font makes screenshots show reactions.
+    apt_install chromium chromium-driver fonts-noto-color-emoji
     # promtool (Debian ships it in the prometheus package) checks the alert rules in deploy/prometheus/.
     # Only the tool is wanted: on a systemd host, don't leave the Prometheus server it brings running.
     if ! command -v promtool >/dev/null; then

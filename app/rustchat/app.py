@@ -17,7 +17,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from rustchat import keys
-from rustchat.api import accounts, admin, channels, health, openapi, posts, teams
+from rustchat import web as web_client
+from rustchat.api import accounts, admin, channels, health, openapi, posts, read_state, teams
 from rustchat.api.body_limits import READ_BUFSIZE, body_limit, largest
 from rustchat.api.files import routes as file_routes
 from rustchat.api.health import DRAINING
@@ -180,8 +181,9 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     app.cleanup_ctx.extend([_database, _site, _redis, _cluster, _hub])
     app.on_shutdown.append(_drain)
     connections.setup(app)
-    for module in (accounts, teams, channels, posts, admin, health, openapi, websocket):
+    for module in (accounts, teams, channels, read_state, posts, admin, health, openapi, websocket):
         app.router.add_routes(module.routes)
     app.router.add_routes(file_routes)
+    web_client.setup(app)
     setup_metrics(app)
     return app

@@ -7,7 +7,16 @@ from aiohttp import web
 from rustchat import keys
 from rustchat.api.client_address import client_address
 from rustchat.api.middleware import TOKEN, require_admin, require_user
-from rustchat.api.validation import Body, Text, path_id, query_int, read_body
+from rustchat.api.validation import (
+    Body,
+    IdsBody,
+    Text,
+    path_id,
+    query_int,
+    read_body,
+    read_json_value,
+    validate,
+)
 from rustchat.auth import login_limits, passwords, tokens
 from rustchat.errors import ApiError, not_found
 from rustchat.store import users
@@ -91,6 +100,15 @@ async def list_users(request: web.Request) -> web.Response:
     page = query_int(request, "page", 0, 0, 100000)
     per_page = query_int(request, "per_page", 60, 1, 200)
     rows = await users.list_page(request.app[keys.DB], page, per_page)
+    return web.json_response([users.public(r) for r in rows])
+
+
+@routes.post("/api/v1/users/ids")
+async def users_by_ids(request: web.Request) -> web.Response:
+    """Up to 200 users at once (a client naming the authors on its screen), in the order asked."""
+    require_user(request)
+    ids = validate(IdsBody, await read_json_value(request)).root
+    rows = await users.by_ids(request.app[keys.DB], ids) if ids else []
     return web.json_response([users.public(r) for r in rows])
 
 

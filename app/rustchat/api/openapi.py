@@ -12,8 +12,10 @@ from rustchat.api.accounts import CreateUserBody, LoginBody
 from rustchat.api.admin import SiteBody
 from rustchat.api.channels import CreateChannelBody, DirectBody
 from rustchat.api.posts import CreatePostBody, EditPostBody, ReactionBody
+from rustchat.api.read_state import ViewBody
 from rustchat.api.status import StatusIdsBody
 from rustchat.api.teams import CreateTeamBody, MemberBody
+from rustchat.api.validation import IdsBody
 
 routes = web.RouteTableDef()
 
@@ -42,12 +44,15 @@ OPERATIONS: tuple[Op, ...] = (
     ("post", "/api/v1/users", "Create a user (admin)", CreateUserBody, 201, (400, 401, 403, 409), ()),
     ("get", "/api/v1/users", "List users", None, 200, (400, 401), (_Q_PAGE, _Q_PER_PAGE)),
     ("get", "/api/v1/users/me", "The caller", None, 200, (401,), ()),
+    ("post", "/api/v1/users/ids", "Up to 200 users by id, in the order asked", IdsBody, 200, (400, 401), ()),
     ("get", "/api/v1/users/{user_id}", "A user", None, 200, (401, 404), ()),
     ("get", "/api/v1/users/{user_id}/status", "A user's presence (online/offline)", None, 200, (401, 404), ()),
     ("post", "/api/v1/users/status/ids", "Presence of up to 200 users", StatusIdsBody, 200, (400, 401), ()),
     ("post", "/api/v1/admin/connections/enforce-limit", "Close this process's connections over the limit (admin)",
      None, 200, (401, 403), ()),
     ("get", "/api/v1/users/me/channels", "The caller's channels", None, 200, (401,), ()),
+    ("get", "/api/v1/users/me/channel_members", "The caller's memberships with unread counts", None, 200, (401,), ()),
+    ("post", "/api/v1/channels/members/me/view", "Mark a channel read", ViewBody, 200, (400, 401, 403, 404), ()),
     ("post", "/api/v1/teams", "Create a team", CreateTeamBody, 201, (400, 401, 409), ()),
     ("get", "/api/v1/teams", "The caller's teams", None, 200, (401,), ()),
     ("get", "/api/v1/teams/{team_id}", "A team", None, 200, (401, 403, 404), ()),
@@ -69,6 +74,8 @@ OPERATIONS: tuple[Op, ...] = (
     ("delete", "/api/v1/posts/{post_id}", "Delete a post (author or admin)", None, 200, (401, 403, 404), ()),
     ("get", "/api/v1/posts/{post_id}/thread", "A thread", None, 200, (401, 404), ()),
     ("get", "/api/v1/posts/{post_id}/reactions", "A post's reactions", None, 200, (401, 404), ()),
+    ("post", "/api/v1/posts/ids/reactions", "Reactions of up to 200 posts (unreadable ones left out)", IdsBody, 200,
+     (400, 401), ()),
     ("post", "/api/v1/posts/{post_id}/reactions", "React to a post", ReactionBody, 201, (400, 401, 403, 404), ()),
     ("delete", "/api/v1/posts/{post_id}/reactions/{emoji_name}", "Remove a reaction", None, 200, (401, 403, 404), ()),
     ("get", "/api/v1/admin/config", "Server configuration (admin)", None, 200, (401, 403), ()),

@@ -11,7 +11,18 @@ from pydantic import Field
 from rustchat import keys
 from rustchat.api.access import readable_channel, writable_channel
 from rustchat.api.middleware import require_user
-from rustchat.api.validation import Body, Id, Text, path_id, query_id, query_int, read_body
+from rustchat.api.validation import (
+    Body,
+    Id,
+    IdsBody,
+    Text,
+    path_id,
+    query_id,
+    query_int,
+    read_body,
+    read_json_value,
+    validate,
+)
 from rustchat.errors import ApiError, bad_request, forbidden, not_found
 from rustchat.realtime.events import Broadcast, Event
 from rustchat.store import posts
@@ -157,6 +168,25 @@ async def delete_post(request: web.Request) -> web.Response:
 async def list_reactions(request: web.Request) -> web.Response:
     post, _ = await _post_and_channel(request, require_user(request), write=False)
     return web.json_response(await posts.reactions(request.app[keys.DB], post["id"]))
+
+
+# Registered before /posts/{post_id}/reactions, which would otherwise take "ids" for a post id.
+@routes.post("/api/v1/posts/ids/reactions")
+async def reactions_by_posts(request: web.Request) -> web.Response:
+    """`{post_id: [reaction, ...]}` for up to 200 posts; posts the caller cannot read are left out."""
+    user = require_user(request)
+    ids = list(dict.fromkeys(validate(IdsBody, await read_json_value(request)).root))
+    db = request.app[keys.DB]
+    channel_of = await posts.channels_of(db, ids) if ids else {}
+    readable = set()
+    for channel_id in set(channel_of.values()):  # a page of posts spans one channel or a few
+        try:
+            await readable_channel(db, channel_id, user)
+        except ApiError:
+            continue
+        readable.add(channel_id)
+    visible = [p for p in ids if channel_of.get(p) in readable]
+    return web.json_response(await posts.reactions_of(db, visible) if visible else {})
 
 
 @routes.post("/api/v1/posts/{post_id}/reactions")

@@ -11,7 +11,15 @@ import re
 from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    StringConstraints,
+    ValidationError,
+)
 
 from rustchat.errors import ApiError, bad_request, not_found
 
@@ -43,6 +51,15 @@ Id = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]{26}$")]
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+MAX_IDS = 200
+
+
+class IdsBody(RootModel[Annotated[list[Id], Field(max_length=MAX_IDS)]]):
+    """A JSON array of up to 200 ids (the batch look-ups)."""
+
+    model_config = {"strict": True}
 
 
 M = TypeVar("M", bound=BaseModel)

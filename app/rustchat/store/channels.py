@@ -128,3 +128,33 @@ async def for_user(db: Pool, user_id: str) -> list[dict[str, Any]]:
 
 async def channel_ids_for_user(db: Pool, user_id: str) -> set[str]:
     return {r[0] for r in await db.fetch("SELECT channel_id FROM channel_members WHERE user_id = %s", (user_id,))}
+
+
+UNREAD_CAP = 100  # counting stops here: a client shows "99+", and a long-unread channel stays cheap
+
+
+async def read_states(db: Pool, user_id: str) -> list[dict[str, Any]]:
+    """The user's memberships with what they have not seen: posts by others since last_viewed_at."""
+    return await db.fetch_dicts(
+        "SELECT m.channel_id, m.user_id, m.is_admin, m.create_at, m.last_viewed_at, c.last_post_at,"
+        " (SELECT count(*) FROM (SELECT 1 FROM posts p WHERE p.channel_id = m.channel_id"
+        "   AND p.create_at > m.last_viewed_at AND p.user_id <> m.user_id AND p.delete_at = 0"
+        "   LIMIT %s) AS u) AS unread_count"
+        " FROM channel_members m JOIN channels c ON c.id = m.channel_id"
+        " WHERE m.user_id = %s AND c.delete_at = 0 ORDER BY c.type, c.name",
+        (UNREAD_CAP, user_id),
+    )
+
+
+async def mark_viewed(db: Pool, channel_id: str, user_id: str) -> int | None:
+    """Everything posted so far counts as seen; returns the new last_viewed_at (None: not a member).
+
+    The channel's own last_post_at takes part so that a post stamped by a node whose clock runs
+    ahead is not left unread after the user has looked at it.
+    """
+    return await db.fetchval(
+        "UPDATE channel_members m SET last_viewed_at = GREATEST(m.last_viewed_at, %s, c.last_post_at)"
+        " FROM channels c WHERE c.id = m.channel_id AND m.channel_id = %s AND m.user_id = %s"
+        " RETURNING m.last_viewed_at",
+        (now_ms(), channel_id, user_id),
+    )

@@ -152,3 +152,21 @@ async def reactions(db: Pool, post_id: str) -> list[dict[str, Any]]:
         "SELECT post_id, user_id, emoji_name, create_at FROM reactions WHERE post_id = %s ORDER BY create_at",
         (post_id,),
     )
+
+
+async def channels_of(db: Pool, post_ids: list[str]) -> dict[str, str]:
+    """post id → channel id, for the posts that exist and are not deleted."""
+    rows = await db.fetch("SELECT id, channel_id FROM posts WHERE id = ANY(%s) AND delete_at = 0", (post_ids,))
+    return {r[0]: r[1] for r in rows}
+
+
+async def reactions_of(db: Pool, post_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """post id → its reactions (oldest first); every asked id is a key."""
+    out: dict[str, list[dict[str, Any]]] = {p: [] for p in post_ids}
+    for r in await db.fetch_dicts(
+        "SELECT post_id, user_id, emoji_name, create_at FROM reactions WHERE post_id = ANY(%s)"
+        " ORDER BY create_at, user_id, emoji_name",
+        (post_ids,),
+    ):
+        out[r["post_id"]].append(r)
+    return out

@@ -76,3 +76,10 @@ async def set_password(db: Pool, user_id: str, password_hash: str) -> None:
         "UPDATE users SET password_hash = %s, update_at = %s WHERE id = %s",
         (password_hash, now_ms(), user_id),
     )
+
+
+async def by_ids(db: Pool, user_ids: list[str]) -> list[dict[str, Any]]:
+    """The existing users among `user_ids`, in the order asked."""
+    rows = await db.fetch_dicts(f"SELECT {_COLUMNS} FROM users WHERE id = ANY(%s)", (user_ids,))
+    found = {r["id"]: r for r in rows}
+    return [found[u] for u in dict.fromkeys(user_ids) if u in found]
