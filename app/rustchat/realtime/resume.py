@@ -40,7 +40,7 @@ class Snapshot:
     channels: list[str]
     teams: list[str]
     position: tuple[int, int] | None
-    entries: list[tuple[int, Event | None]]
+    entries: list[tuple[int, Event]]
 
 
 def snapshot(session: Session, link: ClusterLink) -> Snapshot:
@@ -55,7 +55,7 @@ async def save(redis: aioredis.Redis, link: ClusterLink, snap: Snapshot, node_id
     await link.flushed()
     entries: list[list[Any]] = []
     for seq, event in snap.entries:
-        if event is None or event.stream_id is None:
+        if event.stream_id is None:
             entries = []  # not in the stream (publish failed): only what follows can be replayed
             continue
         entries.append([seq, event.stream_id])
