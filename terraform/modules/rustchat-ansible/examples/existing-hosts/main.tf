@@ -24,4 +24,5 @@ module "rustchat" {
   ansible_playbook   = var.ansible_playbook
   ansible_extra_args = var.ansible_extra_args
   rollout_trigger    = var.rollout_trigger
+  run_playbook       = var.run_playbook
 }

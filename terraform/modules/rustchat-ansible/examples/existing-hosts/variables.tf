@@ -91,3 +91,9 @@ variable "rollout_trigger" {
   type        = string
   default     = ""
 }
+
+variable "run_playbook" {
+  description = "false = only write the inventory (to run ansible-playbook yourself)."
+  type        = bool
+  default     = true
+}
