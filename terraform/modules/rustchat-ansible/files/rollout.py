@@ -77,7 +77,7 @@ def wait_for_hosts(inventory: Path, ansible_dir: Path, ansible_playbook: str, ti
     say(f"waiting up to {timeout} s for every host to accept SSH")
     started = time.monotonic()
     argv = [ansible, "all", "-i", str(inventory), "-m", "ansible.builtin.wait_for_connection",
-            "-a", f"timeout={timeout} sleep=2", "-o"]
+            "-a", f"timeout={timeout} sleep=2"]
     rc = subprocess.call(argv, cwd=ansible_dir, env=ansible_env(ansible_dir, ansible_playbook))
     if rc == 0:
         say(f"every host reachable after {time.monotonic() - started:.0f} s")

@@ -2,7 +2,8 @@
 # these six Debian 12 containers on the private bridge 10.231.0.0/24; then
 #   terraform init && terraform apply -var-file=test-hosts.tfvars
 hosts = {
-  lb       = [{ name = "lb", address = "10.231.0.10" }]
+  # (inventory names need not be the containers' names; lb1 keeps clear of the group name lb)
+  lb       = [{ name = "lb1", address = "10.231.0.10" }]
   postgres = [{ name = "db", address = "10.231.0.20" }]
   redis    = [{ name = "redis", address = "10.231.0.30" }]
   app = [
