@@ -23,7 +23,7 @@ output "hosts" {
 output "ssh_commands" {
   description = "How to log in to each machine."
   value = {
-    for name, _ in local.machines : name => join(" ", compact([
+    for name, role in local.machines : name => join(" ", compact([
       "ssh",
       var.ssh_private_key_file == null ? "" : "-i ${var.ssh_private_key_file}",
       "${var.ssh_user}@${aws_instance.host[name].public_ip}",
