@@ -147,7 +147,7 @@ def test_site_yml_plays_run_on_the_rendered_groups(rendered: dict[str, Path]) ->
                      "app": ["app1", "app2"], "lb": ["lb1"]}, out
 
 
-def test_destroy_removes_what_terraform_wrote_and_keeps_the_secrets(tmp_path: Path) -> None:
+def test_only_a_changed_inventory_reruns_and_destroy_keeps_the_secrets(tmp_path: Path) -> None:
     paths = {"dir": tmp_path, "inventory": tmp_path / "inventory", "log": tmp_path / "terraform.log",
              "vars": tmp_path / "test.tfvars.json", "data": tmp_path / "data"}
     paths["vars"].write_text(json.dumps({"hosts": HOSTS, "ssh_allow_cidrs": ["192.0.2.0/24"],
@@ -164,6 +164,14 @@ def test_destroy_removes_what_terraform_wrote_and_keeps_the_secrets(tmp_path: Pa
     secret.write_text("generated-by-site.yml\n")
     again = run(["plan", "-detailed-exitcode", f"-var-file={paths['vars']}"])
     assert again.rc == 0, f"a second plan wants changes:\n{again.output}"
+    # Another app host: the rollout (site.yml) runs again; the directory and its secrets stay.
+    more = {**HOSTS, "app": [*HOSTS["app"], {"name": "app3", "address": "198.51.100.43"}]}
+    bigger = tmp_path / "bigger.tfvars.json"
+    bigger.write_text(json.dumps({**json.loads(paths["vars"].read_text()), "hosts": more}))
+    plan = run(["plan", "-detailed-exitcode", f"-var-file={bigger}"])
+    assert plan.rc == 2, plan.output
+    assert "module.rustchat.terraform_data.rollout must be replaced" in plan.output, plan.output
+    assert "Plan: 1 to add, 0 to change, 1 to destroy." in plan.output, plan.output
     destroy = run(["destroy", "-auto-approve", f"-var-file={paths['vars']}"])
     assert destroy.rc == 0, destroy.output
     assert sorted(p.relative_to(paths["inventory"]).as_posix() for p in paths["inventory"].rglob("*")) == [
