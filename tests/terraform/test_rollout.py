@@ -4,6 +4,8 @@ tests.deploy.hosts creates four Debian 12 hosts (systemd containers on the priva
 10.231.0.0/24) without deploying anything: lb1, data (PostgreSQL and Redis on one host), app1 and
 app2. Then, like a user with existing machines:
 
+0. an apply with max_connections too small for the pools fails in site.yml's first play, before
+   any host is changed;
 1. `terraform apply` of terraform/modules/rustchat-ansible/examples/existing-hosts with those hosts
    renders the inventory and runs ansible/site.yml (the project's own, not a copy);
 2. through nginx, two users on different app nodes chat, and /api/v1/health lists every worker
@@ -147,7 +149,21 @@ def rollout(request: pytest.FixtureRequest) -> Any:
         hosts.log("terraform rollout timings:\n" + summary)
 
 
+def test_a_topology_that_does_not_fit_fails_the_apply_before_touching_a_host(rollout: Rollout) -> None:
+    """max_connections 10 cannot give 3 processes 2 connections each plus 8 reserved: site.yml's
+    first play says so, the apply fails, and no later play starts."""
+    too_small = rollout.work / "too-small.tfvars.json"
+    too_small.write_text(json.dumps({**json.loads(rollout.vars.read_text()), "max_connections": 10}))
+    result = rollout.terraform("apply", "-auto-approve", f"-var-file={too_small}", step="terraform apply (too small)")
+    need = sizing.required_max_connections(sum(WORKERS.values()), 2, sizing.reserved_connections(3))
+    assert result.rc != 0, result.tail()
+    assert f"need at least {need} connections" in result.output and "max_connections is 10" in result.output, result.tail()
+    assert "PLAY [Every host]" not in result.output, result.tail()
+    assert "rustchat-ansible: site.yml finished with 2" in result.output, result.tail()
+
+
 def test_terraform_apply_runs_site_yml_on_the_hosts(rollout: Rollout) -> None:
+    # The failed rollout above is tainted: this apply replaces it.
     result = rollout.terraform("apply", "-auto-approve", f"-var-file={rollout.vars}", step="terraform apply (site.yml)")
     assert result.rc == 0, f"terraform apply failed ({rollout.log}):\n{result.tail(80)}"
     ansible_dir = tf.REPO / "ansible"
@@ -156,7 +172,7 @@ def test_terraform_apply_runs_site_yml_on_the_hosts(rollout: Rollout) -> None:
     recap = dict(re.findall(r"\(local-exec\): (\S+)\s+: (ok=\d+\s+changed=\d+\s+unreachable=\d+\s+failed=\d+)", result.output))
     assert sorted(recap) == sorted(TEST_HOSTS), result.tail()
     assert all(" unreachable=0 " in f" {v} " and v.endswith("failed=0") for v in recap.values()), recap
-    assert "Apply complete! Resources: 2 added, 0 changed, 0 destroyed." in result.output, result.tail()
+    assert "Apply complete! Resources: 1 added, 0 changed, 1 destroyed." in result.output, result.tail()
     STEPS["applied"] = True
 
 
