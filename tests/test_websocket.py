@@ -262,6 +262,27 @@ async def test_a_burst_of_events_arrives_as_whole_frames_in_order(admin: Api, se
     writer.close()
 
 
+async def test_a_client_that_pauses_reading_gets_every_frame_once_it_reads_again(start_server, http: aiohttp.ClientSession) -> None:  # noqa: ANN001
+    # Enough to fill the kernel's and the transport's buffers, so frames wait in the writer until
+    # the socket drains, but fewer than the send queue allows: nothing may be dropped or reordered.
+    srv = start_server(env={"RUSTCHAT_WS__SEND_QUEUE": "1000"}, name="pausing")
+    root = await Api(http, srv.url).login("admin", "admin-password-123")
+    alice, bob = await root.new_user(), await root.new_user()
+    team = await alice.new_team(bob)
+    ch = await alice.new_channel(team, "private", bob)
+    reader, writer = await _raw_ws_connect(srv.port, bob.token)
+    assert (await _text_frames(reader, 1))[0]["event"] == "hello"
+    n = 300
+    for i in range(n):
+        status, _ = await alice.post(f"/api/v1/channels/{ch['id']}/posts", {"message": f"{i} " + "z" * 16000})
+        assert status == 201
+    frames = await _text_frames(reader, n)
+    assert [f["seq"] for f in frames] == list(range(1, n + 1))
+    assert [f["data"]["post"]["message"].split()[0] for f in frames] == [str(i) for i in range(n)]
+    assert "slow_consumer" not in srv.log()
+    writer.close()
+
+
 async def test_slow_consumer_is_dropped_without_stalling_others(admin: Api, start_server, http: aiohttp.ClientSession) -> None:  # noqa: ANN001
     srv = start_server(env={"RUSTCHAT_WS__SEND_QUEUE": "8", "RUSTCHAT_WS__REPLAY_EVENTS": "16"}, name="slow")
     root = await Api(http, srv.url).login("admin", "admin-password-123")
