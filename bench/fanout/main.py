@@ -408,9 +408,14 @@ class Bench:
                 for rate in [float(x) for x in a.rates.split(",")]:
                     r = await self.run_step(rate, f"{rate:g}")
                     if r.saturated:
-                        failed = rate
-                        break
-                    passed = rate
+                        failed = rate if failed is None else failed
+                        if r.received_dps < a.min_received * r.offered_dps:
+                            break
+                        # Saturated by CPU or latency while still delivering what was offered: the
+                        # throughput limit (and the cost per delivery there) is one rate higher.
+                        continue
+                    if failed is None:
+                        passed = rate
                 # Narrow the boundary between the last sustained and the first saturated rate.
                 for _ in range(a.refine if passed is not None and failed is not None else 0):
                     rate = round(math.sqrt(passed * failed), 1)
