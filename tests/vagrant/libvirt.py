@@ -1,0 +1,152 @@
+"""libvirt for a test run: started when no libvirtd answers, and left as it was found.
+
+These machines run no systemd, so nothing starts libvirtd; `Libvirt.start()` then runs virtlogd
+and libvirtd as child processes of the test and `stop()` ends them by their PIDs. Either way,
+`snapshot()` before the run and `clean(before)` after it remove whatever the run added that
+`vagrant destroy` left behind: domains, networks (and the dnsmasq and bridge behind each),
+storage volumes and pools.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+URI = "qemu:///system"
+
+
+def log(msg: str) -> None:
+    print(f"[libvirt] {msg}", file=sys.stderr, flush=True)
+
+
+def virsh(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["virsh", "-q", "-c", URI, *args], capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"virsh {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc
+
+
+def _names(*args: str) -> set[str]:
+    return {line.strip() for line in virsh(*args).stdout.splitlines() if line.strip()}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    domains: frozenset[str]
+    networks: frozenset[str]
+    active_networks: frozenset[str]
+    pools: frozenset[str]
+    volumes: frozenset[tuple[str, str]]  # (pool, volume)
+
+
+@dataclass
+class Libvirt:
+    log_dir: Path
+    pids: dict[str, int] = field(default_factory=dict)  # the daemons this object started
+    _procs: list[subprocess.Popen] = field(default_factory=list)
+
+    @staticmethod
+    def answers() -> bool:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            return virsh("version", check=False, timeout=10).returncode == 0
+        return False
+
+    def start(self) -> None:
+        """Run virtlogd and libvirtd unless a libvirtd is already serving qemu:///system."""
+        if self.answers():
+            log("using the libvirtd that is already running")
+            return
+        Path("/run/libvirt").mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for daemon in ("virtlogd", "libvirtd"):
+            out = open(self.log_dir / f"{daemon}.log", "ab")  # noqa: SIM115 (closed with the process)
+            # In the foreground (no --daemon): the PID is then the daemon's own, to stop it by.
+            proc = subprocess.Popen([daemon], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+            out.close()
+            self._procs.append(proc)
+            self.pids[daemon] = proc.pid
+        deadline = time.monotonic() + 30
+        while not self.answers():
+            if any(p.poll() is not None for p in self._procs) or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"libvirtd did not start; see {self.log_dir}/libvirtd.log")
+            time.sleep(0.2)
+        log(f"started virtlogd (PID {self.pids['virtlogd']}) and libvirtd (PID {self.pids['libvirtd']})")
+
+    def snapshot(self) -> Snapshot:
+        pools = _names("pool-list", "--all", "--name")
+        volumes = set()
+        for pool in pools:
+            proc = virsh("vol-list", "--pool", pool, check=False)
+            volumes |= {(pool, line.split()[0]) for line in proc.stdout.splitlines() if line.strip()}
+        return Snapshot(frozenset(_names("list", "--all", "--name")), frozenset(_names("net-list", "--all", "--name")),
+                        frozenset(_names("net-list", "--name")), frozenset(pools), frozenset(volumes))
+
+    def clean(self, before: Snapshot) -> list[str]:
+        """Remove what was added since `before`; return what had to be removed."""
+        now = self.snapshot()
+        removed = []
+        for dom in sorted(now.domains - before.domains):
+            virsh("destroy", dom, check=False)
+            virsh("undefine", dom, "--remove-all-storage", "--nvram", check=False)
+            removed.append(f"domain {dom}")
+        for pool, vol in sorted(now.volumes - before.volumes):
+            virsh("vol-delete", vol, "--pool", pool, check=False)
+            removed.append(f"volume {pool}/{vol}")
+        for pool in sorted(now.pools - before.pools):
+            virsh("pool-destroy", pool, check=False)
+            virsh("pool-undefine", pool, check=False)
+            removed.append(f"pool {pool}")
+        # A network outlives libvirtd (its bridge and dnsmasq stay): stop every network this run
+        # started, and forget those it defined.
+        for net in sorted(now.active_networks - before.active_networks):
+            virsh("net-destroy", net, check=False)
+            removed.append(f"active network {net}")
+        for net in sorted(now.networks - before.networks):
+            virsh("net-undefine", net, check=False)
+            removed.append(f"network {net}")
+        return removed
+
+    def stop(self) -> None:
+        """End the daemons this object started, by PID (libvirtd first: it talks to virtlogd)."""
+        for proc in reversed(self._procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    log(f"PID {proc.pid} did not stop within 30 s; killing it")
+                    proc.kill()
+                    proc.wait(10)
+        self._procs.clear()
+
+    def alive(self) -> list[int]:
+        return [p.pid for p in self._procs if p.poll() is None]
+
+
+def qemu_processes(name_prefix: str) -> list[int]:
+    """PIDs of QEMU processes running a guest whose libvirt name starts with `name_prefix`."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if argv and b"qemu-system" in argv[0]:
+                name = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == b"-name"), b"")
+                if name.decode().removeprefix("guest=").startswith(name_prefix):
+                    out.append(int(entry.name))
+    return out
+
+
+def kill(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
