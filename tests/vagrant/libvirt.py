@@ -10,8 +10,10 @@ storage volumes and pools.
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -50,11 +52,12 @@ class Libvirt:
     log_dir: Path
     pids: dict[str, int] = field(default_factory=dict)  # the daemons this object started
     _procs: list[subprocess.Popen] = field(default_factory=list)
+    _kvm_before: tuple[int, int] | None = None  # (gid, mode) of /dev/kvm, when this object changed it
 
     @staticmethod
     def answers() -> bool:
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            return virsh("version", check=False, timeout=10).returncode == 0
+            return virsh("version", check=False, timeout=60).returncode == 0
         return False
 
     def start(self) -> None:
@@ -64,6 +67,7 @@ class Libvirt:
             return
         Path("/run/libvirt").mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._kvm_like_udev()
         for daemon in ("virtlogd", "libvirtd"):
             out = open(self.log_dir / f"{daemon}.log", "ab")  # noqa: SIM115 (closed with the process)
             # In the foreground (no --daemon): the PID is then the daemon's own, to stop it by.
@@ -72,13 +76,35 @@ class Libvirt:
             out.close()
             self._procs.append(proc)
             self.pids[daemon] = proc.pid
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 180
         while not self.answers():
             if any(p.poll() is not None for p in self._procs) or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"libvirtd did not start; see {self.log_dir}/libvirtd.log")
             time.sleep(0.2)
         log(f"started virtlogd (PID {self.pids['virtlogd']}) and libvirtd (PID {self.pids['libvirtd']})")
+
+    def _kvm_like_udev(self) -> None:
+        """Give /dev/kvm the group and mode udev gives it on Debian (root:kvm 0660).
+
+        Without udev it is root:root 0600: libvirt then finds KVM usable when it probes QEMU as
+        root but not for its QEMU user afterwards, judges its capability cache stale on every
+        lookup and probes QEMU again (seconds each: 30-80 s per machine that `vagrant up` defines).
+        The guests still run under TCG (driver = "qemu"); stop() restores the old owner and mode.
+        """
+        kvm = Path("/dev/kvm")
+        if not kvm.exists():
+            return
+        try:
+            gid = grp.getgrnam("kvm").gr_gid
+        except KeyError:
+            return
+        st = kvm.stat()
+        if st.st_gid == gid and st.st_mode & 0o060 == 0o060:
+            return
+        self._kvm_before = (st.st_gid, stat.S_IMODE(st.st_mode))
+        os.chown(kvm, -1, gid)
+        kvm.chmod(0o660)
 
     def snapshot(self) -> Snapshot:
         pools = _names("pool-list", "--all", "--name")
@@ -126,6 +152,11 @@ class Libvirt:
                     proc.kill()
                     proc.wait(10)
         self._procs.clear()
+        if self._kvm_before is not None:
+            gid, mode = self._kvm_before
+            os.chown("/dev/kvm", -1, gid)
+            os.chmod("/dev/kvm", mode)
+            self._kvm_before = None
 
     def alive(self) -> list[int]:
         return [p.pid for p in self._procs if p.poll() is None]

@@ -29,6 +29,7 @@ import pytest
 
 from tests.deploy.chat import node_host, ws_url
 from tests.support.client import Api
+from tests.support.wait import wait_for
 from tests.vagrant import cluster as vc
 
 pytestmark = [pytest.mark.vagrant, pytest.mark.timeout(3600)]
@@ -117,17 +118,29 @@ async def test_two_users_on_the_two_app_machines_chat_through_nginx(cluster: vc.
         for sender, receiver, text in ((alice, b, "hello Bob"), (bob, a, "hi Alice")):
             status, post = await sender.post(f"/api/v1/channels/{channel['id']}/posts", {"message": text})
             assert status == 201, post
-            event = await receiver.next_event(30, name="posted")
-            got = event["data"]["post"]
-            got = json.loads(got) if isinstance(got, str) else got
-            assert (got["id"], got["message"]) == (post["id"], text), event
+            got = await _posted(receiver, post["id"])
+            assert got["message"] == text, got
         await a.ws.close()
         await b.ws.close()
         # Every gunicorn worker of both app machines has joined the cluster through Redis.
-        status, health = await admin.get("/api/v1/health")
-        assert status == 200 and health["status"] == "ok", health
-        assert {node_host(n["node_id"]) for n in health["nodes"]} == {"app1", "app2"}, health["nodes"]
+        async def both_app_machines_listed() -> bool:
+            status, health = await admin.get("/api/v1/health")
+            listed = {node_host(n["node_id"]) for n in health.get("nodes", [])} if status == 200 else set()
+            return status == 200 and health["status"] == "ok" and listed == {"app1", "app2"}
+
+        await wait_for(both_app_machines_listed, timeout=60, interval=1)
     cluster.timings.append(("chat through nginx", time.monotonic() - started))
+
+
+async def _posted(sock: Any, post_id: str, timeout: float = 30) -> dict[str, Any]:
+    """The `posted` event of post `post_id` (the socket also gets its own user's posts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        event = await sock.next_event(max(deadline - time.monotonic(), 0.1), name="posted")
+        post = event["data"]["post"]
+        post = json.loads(post) if isinstance(post, str) else post
+        if post["id"] == post_id:
+            return post
 
 
 def test_destroy_leaves_no_domain_network_volume_or_process(cluster: vc.VagrantCluster) -> None:
