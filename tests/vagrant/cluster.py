@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.vagrant import box as boxes
-from tests.vagrant.libvirt import Libvirt, Snapshot, kill, qemu_processes
+from tests.vagrant.libvirt import (
+    Libvirt,
+    Snapshot,
+    kill,
+    libvirt_chains_exist,
+    nft_tables,
+    qemu_processes,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 NETWORK = "192.168.58"  # not the Vagrantfile's default, so a developer's own cluster can stay up
@@ -55,6 +62,7 @@ class Traces:
 
     interfaces: frozenset[str]
     dnsmasq: frozenset[int]
+    firewall: frozenset[str]  # nftables tables, and "LIBVIRT_ chains" while libvirt's exist
 
 
 def system_traces() -> Traces:
@@ -65,7 +73,9 @@ def system_traces() -> Traces:
                 argv = (entry / "cmdline").read_bytes()
                 if argv.split(b"\0")[0].endswith(b"dnsmasq") and b"libvirt" in argv:
                     dnsmasq.add(int(entry.name))
-    return Traces(frozenset(p.name for p in Path("/sys/class/net").iterdir()), frozenset(dnsmasq))
+    firewall = set(nft_tables()) | ({"LIBVIRT_ chains"} if libvirt_chains_exist() else set())
+    return Traces(frozenset(p.name for p in Path("/sys/class/net").iterdir()), frozenset(dnsmasq),
+                  frozenset(firewall))
 
 
 @dataclass
@@ -195,6 +205,7 @@ class VagrantCluster:
             self.libvirt.stop()
         # A libvirt NAT network turns forwarding on; turn it off again unless something else
         # (the test hosts' bridge) has come to rely on it meanwhile.
+        log(f"ip_forward was {self.ip_forward_before}, is {Path('/proc/sys/net/ipv4/ip_forward').read_text().strip()}")
         if self.ip_forward_before == "0" and not Path("/sys/class/net/rchosts0").exists():
             Path("/proc/sys/net/ipv4/ip_forward").write_text("0\n")
         self._timed("clean-up after destroy", t)

@@ -53,6 +53,7 @@ class Libvirt:
     pids: dict[str, int] = field(default_factory=dict)  # the daemons this object started
     _procs: list[subprocess.Popen] = field(default_factory=list)
     _kvm_before: tuple[int, int] | None = None  # (gid, mode) of /dev/kvm, when this object changed it
+    _firewall_before: tuple[bool, frozenset[str]] | None = None  # (LIBVIRT_ chains?, nft tables)
 
     @staticmethod
     def answers() -> bool:
@@ -68,6 +69,7 @@ class Libvirt:
         Path("/run/libvirt").mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._kvm_like_udev()
+        self._firewall_before = (libvirt_chains_exist(), nft_tables())
         for daemon in ("virtlogd", "libvirtd"):
             out = open(self.log_dir / f"{daemon}.log", "ab")  # noqa: SIM115 (closed with the process)
             # In the foreground (no --daemon): the PID is then the daemon's own, to stop it by.
@@ -152,6 +154,9 @@ class Libvirt:
                     proc.kill()
                     proc.wait(10)
         self._procs.clear()
+        if self._firewall_before is not None:
+            _remove_libvirt_firewall(*self._firewall_before)
+            self._firewall_before = None
         if self._kvm_before is not None:
             gid, mode = self._kvm_before
             os.chown("/dev/kvm", -1, gid)
@@ -160,6 +165,51 @@ class Libvirt:
 
     def alive(self) -> list[int]:
         return [p.pid for p in self._procs if p.poll() is None]
+
+
+# libvirt's network driver hooks chains of its own (LIBVIRT_INP, LIBVIRT_FWX, ...) into the
+# iptables tables when it first starts a network, and never removes them. When this run's
+# libvirtd put them there, they go with it (emptied: the networks are gone by then).
+IPTABLES_TABLES = ("filter", "nat", "mangle")
+
+
+def _run_quiet(argv: list[str]) -> str:
+    with contextlib.suppress(OSError):
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
+    return ""
+
+
+def libvirt_chains_exist() -> bool:
+    return any(":LIBVIRT_" in _run_quiet([f"{tool}-save"]) for tool in ("iptables", "ip6tables"))
+
+
+def nft_tables() -> frozenset[str]:
+    return frozenset(line.strip() for line in _run_quiet(["nft", "list", "tables"]).splitlines() if line.strip())
+
+
+def _remove_libvirt_firewall(chains_before: bool, tables_before: frozenset[str]) -> None:
+    if chains_before:
+        return
+    for tool in ("iptables", "ip6tables"):
+        for table in IPTABLES_TABLES:
+            rules = _run_quiet([f"{tool}-save", "-t", table]).splitlines()
+            for rule in rules:
+                parts = rule.split()
+                if parts[:1] == ["-A"] and len(parts) == 4 and parts[2] == "-j" and parts[3].startswith("LIBVIRT_"):
+                    _run_quiet([tool, "-t", table, "-D", parts[1], "-j", parts[3]])
+            for rule in rules:
+                if rule.startswith(":LIBVIRT_"):
+                    chain = rule[1:].split()[0]
+                    _run_quiet([tool, "-t", table, "-F", chain])
+                    _run_quiet([tool, "-t", table, "-X", chain])
+    # iptables-nft made its tables for libvirt's rules: drop those that appeared and hold no rule.
+    for table in sorted(nft_tables() - tables_before):
+        family_name = table.removeprefix("table ").split()
+        listing = _run_quiet(["nft", "list", "table", *family_name])
+        if len(family_name) == 2 and not any(
+                line.strip() and not line.strip().startswith(("table", "chain", "type", "}"))
+                for line in listing.splitlines()):
+            _run_quiet(["nft", "delete", "table", *family_name])
 
 
 def qemu_processes(name_prefix: str) -> list[int]:

@@ -156,3 +156,4 @@ def test_destroy_leaves_no_domain_network_volume_or_process(cluster: vc.VagrantC
     after = vc.system_traces()
     assert after.interfaces <= cluster.traces_before.interfaces, after.interfaces - cluster.traces_before.interfaces
     assert after.dnsmasq <= cluster.traces_before.dnsmasq, after.dnsmasq - cluster.traces_before.dnsmasq
+    assert after.firewall <= cluster.traces_before.firewall, after.firewall - cluster.traces_before.firewall

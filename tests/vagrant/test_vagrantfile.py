@@ -6,6 +6,7 @@ Fast (no machine is created); the real cluster is test_vagrant_cluster.py.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -75,3 +76,10 @@ def test_a_layout_the_playbook_cannot_serve_is_refused(tmp_path: Path, settings:
     proc = vagrant(tmp_path, "validate", **settings)
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
+
+
+def test_every_setting_of_the_vagrantfile_is_in_the_docs_table() -> None:
+    used = set(re.findall(r'\b(?:setting|flag|number)\("([A-Z_]+)"', (REPO / "Vagrantfile").read_text()))
+    docs = (REPO / "docs" / "vagrant.md").read_text()
+    documented = set(re.findall(r"^\| `RUSTCHAT_VAGRANT_([A-Z_]+)` \|", docs, re.M))
+    assert used and used == documented, (sorted(used - documented), sorted(documented - used))
