@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tests.vagrant import box as boxes
 from tests.vagrant.libvirt import (
+    IPTABLES_TABLES,
     Libvirt,
     Snapshot,
     kill,
@@ -60,9 +61,9 @@ class Traces:
     """What a libvirt run leaves on the machine itself: network interfaces (bridges, taps) and
     the dnsmasq processes libvirt runs for its networks."""
 
-    interfaces: frozenset[str]
+    interfaces: frozenset[str]  # libvirt's bridges (virbrN) and taps (vnetN)
     dnsmasq: frozenset[int]
-    firewall: frozenset[str]  # nftables tables, and "LIBVIRT_ chains" while libvirt's exist
+    firewall: frozenset[str]  # iptables-nft's tables, and "LIBVIRT_ chains" while libvirt's exist
 
 
 def system_traces() -> Traces:
@@ -73,9 +74,12 @@ def system_traces() -> Traces:
                 argv = (entry / "cmdline").read_bytes()
                 if argv.split(b"\0")[0].endswith(b"dnsmasq") and b"libvirt" in argv:
                     dnsmasq.add(int(entry.name))
-    firewall = set(nft_tables()) | ({"LIBVIRT_ chains"} if libvirt_chains_exist() else set())
-    return Traces(frozenset(p.name for p in Path("/sys/class/net").iterdir()), frozenset(dnsmasq),
-                  frozenset(firewall))
+    # Only libvirt's kinds of traces: other work on the machine (the test hosts' bridge and nftables
+    # table) may come and go meanwhile.
+    firewall = {t for t in nft_tables() if t.split()[1:2] in (["ip"], ["ip6"]) and t.split()[-1] in IPTABLES_TABLES}
+    firewall |= {"LIBVIRT_ chains"} if libvirt_chains_exist() else set()
+    interfaces = {p.name for p in Path("/sys/class/net").iterdir() if p.name.startswith(("virbr", "vnet"))}
+    return Traces(frozenset(interfaces), frozenset(dnsmasq), frozenset(firewall))
 
 
 @dataclass
