@@ -19,7 +19,9 @@ apt_install() {
     [ ${#missing[@]} -eq 0 ] && return 0
     echo "bootstrap: installing ${missing[*]}" >&2
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Another apt run (a second checkout bootstrapping) holds the lock for a while: wait for it.
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq \
+        --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 PYTHON=${PYTHON:-python3}
@@ -47,6 +49,10 @@ if [ "$want_test" -eq 1 ]; then
         apt_install prometheus
         if [ -d /run/systemd/system ]; then as_root systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
     fi
+    # The Vagrantfile: `vagrant validate` (tests/vagrant/test_vagrantfile.py), and the real cluster
+    # on libvirt VMs under QEMU with a box built by debootstrap (tests/vagrant/test_vagrant_cluster.py).
+    apt_install vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils \
+        debootstrap dnsmasq-base
 fi
 
 if [ ! -x .venv/bin/python ]; then
