@@ -221,17 +221,23 @@ export class Chat {
   /** Many events at once (a reconnect, a burst of joins) reload the sidebar once. */
   reloadSidebarSoon() {
     if (this.sidebarReload) return;
-    this.sidebarReload = setTimeout(async () => {
+    this.sidebarReload = setTimeout(() => {
       this.sidebarReload = null;
-      try {
-        await this.loadSidebar();
-        if (this.channelId && !this.channels.has(this.channelId)) {
-          this.channelId = null;
-          this.list.clear();
-          this.route();
-        }
-      } catch (err) { this.toast(`Could not refresh channels: ${err.message}`); }
+      // One reload at a time, in order: an older answer arriving last would undo a newer one
+      // (a DM's first post counted, then wiped by the reload its creation had started).
+      this.sidebarReloads = (this.sidebarReloads || Promise.resolve()).then(() => this.reloadSidebarNow());
     }, 150);
+  }
+
+  async reloadSidebarNow() {
+    try {
+      await this.loadSidebar();
+      if (this.channelId && !this.channels.has(this.channelId)) {
+        this.channelId = null;
+        this.list.clear();
+        this.route();
+      }
+    } catch (err) { this.toast(`Could not refresh channels: ${err.message}`); }
   }
 
   selectTeam(teamId) {
