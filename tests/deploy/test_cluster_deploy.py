@@ -38,6 +38,7 @@ from rustchat.appliance import sizing
 from tests.appliance.support import gunicorn_settings, parse_env
 from tests.deploy import hosts
 from tests.deploy.chat import ResumingClient, Sender, channel_posts, node_host
+from tests.deploy.fixtures import clean_cluster
 from tests.support.client import Api
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(2400)]
@@ -66,19 +67,7 @@ def require(step: str) -> None:
 
 @pytest.fixture(scope="module")
 def cluster() -> Any:
-    reason = hosts.unavailable_reason()
-    if reason:
-        pytest.skip(f"this machine cannot run the test hosts: {reason}")
-    c = hosts.Cluster()
-    if c.state.hosts:
-        if c.state["owner"] != "pytest":
-            pytest.fail(f"a cluster made by `make cluster` is up ({', '.join(c.state.hosts)}); "
-                        f"remove it first with `make cluster-down`", pytrace=False)
-        hosts.log("removing the test hosts a killed test run left behind")
-        c.down()
-    shutil.rmtree(LOG_DIR, ignore_errors=True)
-    LOG_DIR.mkdir(parents=True)
-    os.environ["RUSTCHAT_TEST_HOSTS_LOG_DIR"] = str(LOG_DIR)
+    c = clean_cluster(LOG_DIR)
     # testinfra's ansible backend calls ansible-inventory, which lives next to this Python.
     old_path = os.environ.get("PATH", "")
     os.environ["PATH"] = f"{Path(sys.executable).parent}:{old_path}"

@@ -36,6 +36,7 @@ import pytest
 from rustchat.appliance import sizing
 from tests.deploy import hosts
 from tests.deploy.chat import ResumingClient, node_host
+from tests.deploy.fixtures import clean_cluster
 from tests.support.client import Api
 from tests.terraform import tf
 
@@ -106,19 +107,7 @@ class Rollout:
 
 @pytest.fixture(scope="module")
 def rollout(request: pytest.FixtureRequest) -> Any:
-    reason = hosts.unavailable_reason()
-    if reason:
-        pytest.skip(f"this machine cannot run the test hosts: {reason}")
-    cluster = hosts.Cluster()
-    if cluster.state.hosts:
-        if cluster.state["owner"] != "pytest":
-            pytest.fail(f"a cluster made by `make cluster` is up ({', '.join(cluster.state.hosts)}); "
-                        f"remove it first with `make cluster-down`", pytrace=False)
-        hosts.log("removing the test hosts a killed test run left behind")
-        cluster.down()
-    shutil.rmtree(LOG_DIR, ignore_errors=True)
-    LOG_DIR.mkdir(parents=True)
-    os.environ["RUSTCHAT_TEST_HOSTS_LOG_DIR"] = str(LOG_DIR)
+    cluster = clean_cluster(LOG_DIR)
     work = Path(tempfile.mkdtemp(prefix="rustchat-terraform-"))
     source = hosts.Cluster.snapshot_source(work / "source")
     r = Rollout(cluster, work)
