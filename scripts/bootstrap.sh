@@ -53,6 +53,8 @@ if [ "$want_test" -eq 1 ]; then
     # on libvirt VMs under QEMU with a box built by debootstrap (tests/vagrant/test_vagrant_cluster.py).
     apt_install vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils \
         debootstrap dnsmasq-base
+    # The real-host tests (tests/deploy, tests/terraform): systemd containers on a private bridge.
+    apt_install systemd-container nftables
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -1,6 +1,6 @@
 """Real test hosts on this machine: systemd containers on a private bridge, reached over SSH.
 
-    python -m tests.deploy.hosts up [--no-deploy]   # create lb, db, redis, app1..app3; run site.yml
+    python -m tests.deploy.hosts up [--no-deploy]   # create lb, db, redis, app1..app3, mon; run site.yml
     python -m tests.deploy.hosts deploy [PLAYBOOK] [ANSIBLE ARGS...]
     python -m tests.deploy.hosts add app4           # one more host (inventory updated, not deployed)
     python -m tests.deploy.hosts status
@@ -63,6 +63,8 @@ DEFAULT_HOSTS: dict[str, tuple[int, str]] = {
     "app1": (41, "app"),
     "app2": (42, "app"),
     "app3": (43, "app"),
+    # The optional monitoring group: Prometheus and the exporters (role monitoring).
+    "mon": (50, "monitoring"),
 }
 
 # The cluster's variables: small enough for a 2-core machine running all six hosts; SSH only from
@@ -74,6 +76,8 @@ GROUP_VARS = {
     "redis_maxmemory": "512mb",
     "common_firewall_ssh_allow": [f"{CONTROLLER}/32"],
     "common_apt_cache_valid_time": 86400,
+    # Targets turn up within seconds, not the default 15 s.
+    "monitoring_scrape_interval": "5s",
 }
 
 TOOLS = {"systemd-nspawn": "systemd-container", "debootstrap": "debootstrap", "nft": "nftables",
@@ -115,10 +119,12 @@ def unavailable_reason(install: bool = True) -> str | None:
     if missing and install:
         log(f"installing {' '.join(missing)}")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        proc = run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=False, env=env)
+        # Another apt run (a second checkout bootstrapping) may hold the lock for a while: wait for it.
+        install = ["apt-get", "install", "-o", "DPkg::Lock::Timeout=600", "-y", "-qq", "--no-install-recommends"]
+        proc = run([*install, *missing], check=False, env=env)
         if proc.returncode != 0:
             run(["apt-get", "update", "-qq"], check=False, env=env)
-            run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=False, env=env)
+            run([*install, *missing], check=False, env=env)
         missing = sorted({pkg for tool, pkg in TOOLS.items() if not which(tool)})
     if missing:
         return f"missing {', '.join(missing)} (apt-get install -y {' '.join(missing)} failed)"
@@ -474,7 +480,7 @@ table ip {NFT_TABLE} {{
         """An ordinary Ansible inventory (YAML is JSON) with the groups the playbook expects."""
         groups: dict[str, dict] = {g: {"hosts": {}} for g in ("lb", "postgres", "redis", "app")}
         for host in self.hosts():
-            groups[host.group]["hosts"][host.name] = {"ansible_host": host.address, "private_address": host.address}
+            groups.setdefault(host.group, {"hosts": {}})["hosts"][host.name] = {"ansible_host": host.address, "private_address": host.address}
         inventory = {"all": {
             "vars": {
                 "ansible_user": "root",
@@ -690,6 +696,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"inventory:   {cluster.inventory}")
             print(f"admin:       admin / {cluster.inventory_dir / 'credentials' / 'rustchat_admin_password'}")
             print(f"ssh:         ssh -i {SSH_KEY} root@{NETWORK}.41")
+            for host in cluster.hosts():
+                if host.group == "monitoring":
+                    print(f"prometheus:  http://{host.address}:9090/targets")
         elif args.command == "deploy":
             return cluster.playbook(args.playbook, *args.ansible_args).rc
         elif args.command == "add":

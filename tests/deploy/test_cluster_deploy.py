@@ -6,11 +6,13 @@ In order, on one cluster (tests.deploy.hosts; see ../shared/notes/test-hosts.md)
 2. testinfra on every host: packages, services enabled and running and not restart-looping,
    TCP listeners only on the addresses they should use, rendered configs (pool sizes and their
    sum against the live max_connections), modes and owners of secrets, the firewall tables; and
-   real connection attempts showing each port open to exactly the peers that need it.
+   real connection attempts showing each port open to exactly the peers that need it. The
+   monitoring host's Prometheus reports every app node and every exporter up, with the alert
+   rules loaded.
 3. Through nginx: two users on different app nodes exchange messages over WebSocket, and
    /api/v1/health lists every gunicorn worker of every app node as a cluster node.
 4. Scale out: app4 is added to the inventory, site.yml rerun; every node's pool shrank as the
-   sizing rule says, and app4 serves.
+   sizing rule says, app4 serves, and Prometheus scrapes it.
 5. rolling-update.yml while two clients chat: every message reaches the other side exactly once,
    the clients resuming their connections (close 1012) on other nodes.
 
@@ -21,6 +23,7 @@ installed). Playbook logs and, on failure, the hosts' journals are kept in LOG_D
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -28,6 +31,8 @@ import socket
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +48,7 @@ from tests.support.client import Api
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(2400)]
 
+REPO = Path(__file__).resolve().parents[2]
 LOG_DIR = Path(os.environ.get("RUSTCHAT_DEPLOY_LOG_DIR", "/tmp/rustchat-test-logs/deploy"))
 WORKERS = hosts.GROUP_VARS["rustchat_workers"]
 MAX_CONNECTIONS = sizing.preset(hosts.GROUP_VARS["rustchat_preset"]).max_connections
@@ -219,7 +225,11 @@ def test_load_balancer(cluster: hosts.Cluster) -> None:
     assert key.user == "root" and key.mode == 0o600
     listeners = _tcp_listeners(h)
     assert {"tcp://0.0.0.0:80", "tcp://0.0.0.0:443", "tcp://0.0.0.0:22"} <= listeners
-    assert {s for s in listeners if not s.endswith((":80", ":443", ":22"))} == set(), listeners
+    # stub_status on loopback only, and its exporter on the private address.
+    extra = {"tcp://127.0.0.1:8080", f"tcp://{address('lb')}:9113"}
+    assert {s for s in listeners - extra if not s.endswith((":80", ":443", ":22"))} == set(), listeners
+    assert extra <= listeners, listeners
+    assert "Active connections:" in h.check_output("curl -fsS http://127.0.0.1:8080/stub_status")
     table = h.check_output("nft list table inet rustchat_firewall")
     assert _allows(table, "{ 80, 443 }", ["0.0.0.0/0"])
 
@@ -230,7 +240,7 @@ def test_database(cluster: hosts.Cluster) -> None:
     assert h.package("postgresql-15").is_installed
     _service_is_healthy(h, "postgresql@15-main")
     assert _tcp_listeners(h) == {"tcp://0.0.0.0:22", "tcp://:::22", "tcp://127.0.0.1:5432", "tcp://::1:5432",
-                                 f"tcp://{address('db')}:5432"}
+                                 f"tcp://{address('db')}:5432", f"tcp://{address('db')}:9187"}
     fragment = h.file("/etc/postgresql/15/main/conf.d/rustchat.conf")
     assert fragment.user == "postgres" and fragment.mode == 0o644
     assert fragment.contains(f"^max_connections = {MAX_CONNECTIONS}$")
@@ -238,8 +248,10 @@ def test_database(cluster: hosts.Cluster) -> None:
     assert hba.user == "postgres" and hba.mode == 0o640
     rules = [line.split() for line in hba.content_string.splitlines() if line and not line.startswith("#")]
     assert rules[0][:4] == ["local", "all", "postgres", "peer"]
-    assert sorted(r[3] for r in rules[1:]) == sorted(f"{address(a)}/32" for a in APPS)
-    assert all(r[:3] == ["host", "rustchat", "rustchat"] and r[4] == "scram-sha-256" for r in rules[1:])
+    # The exporter (the monitoring group exists): its own role, peer over the socket, one database.
+    assert rules[1][:4] == ["local", "postgres", "prometheus", "peer"]
+    assert sorted(r[3] for r in rules[2:]) == sorted(f"{address(a)}/32" for a in APPS)
+    assert all(r[:3] == ["host", "rustchat", "rustchat"] and r[4] == "scram-sha-256" for r in rules[2:])
     psql = "runuser -u postgres -- psql -XAtq -c "
     assert h.check_output(psql + "'SHOW max_connections'") == str(MAX_CONNECTIONS)
     scram = "\"SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'rustchat'\""
@@ -256,7 +268,7 @@ def test_redis(cluster: hosts.Cluster) -> None:
     assert h.package("redis-server").is_installed
     _service_is_healthy(h, "redis-server")
     assert _tcp_listeners(h) == {"tcp://0.0.0.0:22", "tcp://:::22", "tcp://127.0.0.1:6379",
-                                 f"tcp://{address('redis')}:6379"}
+                                 f"tcp://{address('redis')}:6379", f"tcp://{address('redis')}:9121"}
     conf = h.file("/etc/redis/redis.conf")
     assert conf.user == "redis" and conf.group == "redis" and conf.mode == 0o640
     password = (cluster.inventory_dir / "credentials" / "redis_requirepass").read_text().strip()
@@ -267,6 +279,70 @@ def test_redis(cluster: hosts.Cluster) -> None:
     assert h.check_output(f"{cli} CONFIG GET client-output-buffer-limit").count("pubsub 33554432 8388608 30") == 1
     table = h.check_output("nft list table inet rustchat_firewall")
     assert _allows(table, 6379, [address(a) for a in APPS])
+
+
+def _prometheus(path: str) -> Any:
+    """A Prometheus API answer's data, asked from the controller (in monitoring_prometheus_allow)."""
+    with urllib.request.urlopen(f"http://{address('mon')}:9090{path}", timeout=10) as response:  # noqa: S310
+        body = json.load(response)
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def _wait_for_targets(apps: list[str], timeout: float = 90) -> list[dict[str, Any]]:
+    """Every scrape target, once the expected ones are all up (or the last answer, to fail on)."""
+    expected = {("prometheus", "mon"), ("postgresql", "db"), ("redis", "redis"), ("nginx", "lb"),
+                *(("rustchat", a) for a in apps)}
+    deadline = time.monotonic() + timeout
+    while True:
+        targets = _prometheus("/api/v1/targets?state=active")["activeTargets"]
+        up = {(t["labels"]["job"], t["labels"]["node"]) for t in targets if t["health"] == "up"}
+        if up == expected or time.monotonic() > deadline:
+            return targets
+        time.sleep(2)
+
+
+def _scraped_pool_max() -> dict[str, int]:
+    """Each app node's pool max as Prometheus scraped it from the node's /metrics."""
+    query = urllib.parse.quote("max by (node) (rustchat_db_pool_max)")
+    return {r["metric"]["node"]: int(float(r["value"][1])) for r in _prometheus(f"/api/v1/query?query={query}")["result"]}
+
+
+def _target_summary(targets: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    return sorted((t["labels"]["job"], t["labels"]["node"], t["health"], t.get("lastError", "")) for t in targets)
+
+
+def test_monitoring_scrapes_every_node_and_exporter_with_the_alert_rules_loaded(cluster: hosts.Cluster) -> None:
+    require("deployed")
+    mon = infra(cluster, "mon")
+    assert mon.package("prometheus").is_installed
+    _service_is_healthy(mon, "prometheus")
+    assert _tcp_listeners(mon) == {"tcp://0.0.0.0:22", "tcp://:::22", f"tcp://{address('mon')}:9090"}
+    rules = mon.file("/etc/prometheus/rules/rustchat-alerts.yml")
+    assert rules.user == "root" and rules.mode == 0o644
+    assert rules.content_string == (REPO / "deploy" / "prometheus" / "rustchat-alerts.yml").read_text()
+    assert mon.run("promtool check config /etc/prometheus/prometheus.yml").rc == 0
+    for name, unit in (("db", "prometheus-postgres-exporter"), ("redis", "prometheus-redis-exporter"),
+                       ("lb", "prometheus-nginx-exporter")):
+        _service_is_healthy(infra(cluster, name), unit)
+    # The Redis password reaches its exporter through a root-only file, not its command line.
+    redis = infra(cluster, "redis")
+    defaults = redis.file("/etc/default/prometheus-redis-exporter")
+    assert (defaults.user, defaults.mode) == ("root", 0o600)
+    password = (cluster.inventory_dir / "credentials" / "redis_requirepass").read_text().strip()
+    assert password not in redis.check_output("ps -eo args")
+
+    targets = _wait_for_targets(APPS)
+    assert all(t["health"] == "up" for t in targets), _target_summary(targets)
+    assert len(targets) == 4 + len(APPS), _target_summary(targets)
+    # The exporters see their services, and every app node reports its own figures.
+    for query in ("pg_up", "redis_up", "nginx_up"):
+        result = _prometheus(f"/api/v1/query?query={query}")["result"]
+        assert [r["value"][1] for r in result] == ["1"], (query, result)
+    assert _scraped_pool_max() == {a: expected_pool(len(APPS)).max for a in APPS}
+    loaded = {rule["name"] for group in _prometheus("/api/v1/rules")["groups"] for rule in group["rules"]}
+    in_file = set(re.findall(r"^\s*- alert: (\w+)$", rules.content_string, re.M))
+    assert in_file and in_file <= loaded, (in_file, loaded)
 
 
 def _app_env(h: Any) -> dict[str, str]:
@@ -339,7 +415,7 @@ def _port(host_address: str, port: int, *, via: Any = None) -> bool:
 
 def test_firewall_admits_exactly_the_peers_that_need_each_port(cluster: hosts.Cluster) -> None:
     require("deployed")
-    lb, app1, db = infra(cluster, "lb"), infra(cluster, "app1"), infra(cluster, "db")
+    lb, app1, db, mon = (infra(cluster, n) for n in ("lb", "app1", "db", "mon"))
     expectations = [
         ("controller", None, address("lb"), 443, True),
         ("controller", None, address("lb"), 80, True),
@@ -356,6 +432,21 @@ def test_firewall_admits_exactly_the_peers_that_need_each_port(cluster: hosts.Cl
         ("app1", app1, address("app2"), 3000, False),
         ("db", db, address("app1"), 3000, False),
         ("db", db, address("redis"), 6379, False),
+        # Monitoring: the exporters and /metrics only to the monitoring host; Prometheus only to
+        # the admin network (here the controller).
+        ("mon", mon, address("app1"), 3000, True),
+        ("mon", mon, address("db"), 9187, True),
+        ("mon", mon, address("redis"), 9121, True),
+        ("mon", mon, address("lb"), 9113, True),
+        ("mon", mon, address("db"), 5432, False),
+        ("mon", mon, address("redis"), 6379, False),
+        ("controller", None, address("mon"), 9090, True),
+        ("controller", None, address("db"), 9187, False),
+        ("controller", None, address("redis"), 9121, False),
+        ("controller", None, address("lb"), 9113, False),
+        ("app1", app1, address("db"), 9187, False),
+        ("app1", app1, address("mon"), 9090, False),
+        ("lb", lb, address("lb"), 8080, False),
     ]
     wrong = [f"{src} -> {dst}:{port} {'refused' if ok else 'allowed'}"
              for src, via, dst, port, ok in expectations if _port(dst, port, via=via) != ok]
@@ -475,6 +566,13 @@ async def test_adding_an_app_host_shrinks_every_pool_and_the_new_node_serves(clu
         assert "app4" in {node_host(n) for n in client.nodes}, client.nodes
         status, body = await admin.get("/api/v1/health")
         assert {n["pool_max"] for n in body["nodes"]} == {after.max}, body["nodes"]
+    # Prometheus gained the new node's target, and sees every node's smaller pool.
+    targets = await asyncio.to_thread(_wait_for_targets, apps)
+    assert all(t["health"] == "up" for t in targets) and len(targets) == 4 + len(apps), _target_summary(targets)
+    deadline = time.monotonic() + 30
+    while (scraped := await asyncio.to_thread(_scraped_pool_max)) != dict.fromkeys(apps, after.max):
+        assert time.monotonic() < deadline, scraped
+        await asyncio.sleep(2)
     PROGRESS["scaled"] = apps
 
 

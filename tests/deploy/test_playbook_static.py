@@ -17,7 +17,7 @@ import yaml
 from rustchat.appliance import filters
 
 ANSIBLE = Path(__file__).resolve().parents[2] / "ansible"
-ROLES = ("common", "postgresql", "redis", "rustchat", "nginx")
+ROLES = ("common", "postgresql", "redis", "rustchat", "nginx", "monitoring")
 
 
 def _ansible(*argv: str) -> subprocess.CompletedProcess:
@@ -42,7 +42,8 @@ def test_every_role_has_its_tag_and_site_lists_every_role() -> None:
     assert set(roles) == set(ROLES)
     assert all(tags == [name] for name, tags in roles.items()), roles
     groups = {play["hosts"] for play in plays if "hosts" in play}
-    assert groups == {"all", "postgres", "redis", "app", "lb"}
+    assert groups == {"all", "postgres", "redis", "app", "lb", "monitoring",
+                      "{{ 'postgres:redis:lb' if groups.get('monitoring') else 'monitoring' }}"}
 
 
 @pytest.mark.parametrize("role", ROLES)

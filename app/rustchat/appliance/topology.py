@@ -111,6 +111,7 @@ VARIABLES: dict[str, Var] = {
     "nginx_body_limit_large": Var("50m", str, "client_max_body_size for files/imports (>= app's 50 MB)"),
     "nginx_large_body_locations": Var(["/api/v1/files", "/api/v1/imports"], list, "prefixes with the large limit"),
     "nginx_metrics_allow": Var([], list, "networks allowed to read /metrics through nginx (default none)"),
+    "nginx_status_listen": Var("127.0.0.1:8080", str, "loopback host:port serving stub_status for the exporter; '' = none"),
 }
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

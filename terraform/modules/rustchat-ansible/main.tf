@@ -4,11 +4,12 @@
 # inputs to the playbook, whose first play computes and checks the pools (docs/sizing.md).
 
 locals {
-  # Inventory groups in site.yml's order of plays; lb, postgres and redis hosts have no workers.
+  # Inventory groups in site.yml's order of plays; only app hosts have workers. The optional
+  # monitoring group is left out of the inventory when it has no host.
   groups = {
-    for role in ["lb", "postgres", "redis", "app"] : role => [
+    for role in ["lb", "postgres", "redis", "app", "monitoring"] : role => [
       for h in var.hosts[role] : merge({ workers = null }, h)
-    ]
+    ] if role != "monitoring" || length(var.hosts.monitoring) > 0
   }
 
   # name => every entry of that host (one per role it holds)

@@ -1,5 +1,5 @@
 output "inventory" {
-  description = "The rendered Ansible inventory (hosts.yml): groups lb, postgres, redis, app."
+  description = "The rendered Ansible inventory (hosts.yml): groups lb, postgres, redis, app, and monitoring when it has hosts."
   value       = local.inventory_yaml
 }
 

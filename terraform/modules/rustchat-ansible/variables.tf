@@ -11,7 +11,7 @@
 # role with the same name and the same address.
 
 variable "hosts" {
-  description = "The hosts by role (the inventory groups of site.yml): { lb = [...], postgres = [one], redis = [one], app = [...] }, each host { name, address, private_address, ssh_user, workers }."
+  description = "The hosts by role (the inventory groups of site.yml): { lb = [...], postgres = [one], redis = [one], app = [...], monitoring = [...] (optional: Prometheus and the exporters) }, each host { name, address, private_address, ssh_user, workers }."
   type = object({
     lb = list(object({
       name            = string
@@ -38,6 +38,12 @@ variable "hosts" {
       ssh_user        = optional(string)
       workers         = optional(number)
     }))
+    monitoring = optional(list(object({
+      name            = string
+      address         = string
+      private_address = optional(string)
+      ssh_user        = optional(string)
+    })), [])
   })
   nullable = false
 
@@ -50,19 +56,19 @@ variable "hosts" {
     error_message = "hosts needs exactly one postgres and one redis host (site.yml configures a single PostgreSQL and a single Redis server; they may be the same host)."
   }
   validation {
-    condition = alltrue(flatten([for role in ["lb", "postgres", "redis", "app"] : [
+    condition = alltrue(flatten([for role in ["lb", "postgres", "redis", "app", "monitoring"] : [
       for h in var.hosts[role] : can(regex("^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", h.name)) && h.address != "" && length(regexall("\\s", h.address)) == 0
     ]]))
     error_message = "Every host needs a name of letters, digits, '.', '_' and '-' (starting with a letter or digit) and a non-empty address without spaces."
   }
   validation {
-    condition = alltrue(flatten([for role in ["lb", "postgres", "redis", "app"] : [
+    condition = alltrue(flatten([for role in ["lb", "postgres", "redis", "app", "monitoring"] : [
       for h in var.hosts[role] : h.private_address == null ? true : can(cidrhost("${h.private_address}/${strcontains(h.private_address, ":") ? 128 : 32}", 0))
     ]]))
     error_message = "A private_address must be an IPv4 or IPv6 address (or null for the host's default-route address)."
   }
   validation {
-    condition     = alltrue([for role in ["lb", "app"] : length(distinct(var.hosts[role][*].name)) == length(var.hosts[role])])
+    condition     = alltrue([for role in ["lb", "app", "monitoring"] : length(distinct(var.hosts[role][*].name)) == length(var.hosts[role])])
     error_message = "Host names must be unique within a role."
   }
   validation {

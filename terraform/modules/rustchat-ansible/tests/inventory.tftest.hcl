@@ -198,6 +198,33 @@ run "the_command_runs_the_projects_own_site_yml" {
 
 # ---- what is refused -----------------------------------------------------------------------
 
+run "an_optional_monitoring_group" {
+  command = plan
+
+  variables {
+    hosts = {
+      lb         = [{ name = "lb1", address = "203.0.113.10", private_address = "10.0.0.2" }]
+      postgres   = [{ name = "db1", address = "203.0.113.20", private_address = "10.0.0.5" }]
+      redis      = [{ name = "cache1", address = "203.0.113.30", private_address = "10.0.0.7" }]
+      app        = [{ name = "app1", address = "203.0.113.41", private_address = "10.0.1.1" }]
+      monitoring = [{ name = "mon1", address = "203.0.113.50", private_address = "10.0.0.9" }]
+    }
+  }
+
+  assert {
+    condition     = keys(output.inventory_data.all.children) == ["app", "lb", "monitoring", "postgres", "redis"]
+    error_message = "groups: ${jsonencode(keys(output.inventory_data.all.children))}"
+  }
+  assert {
+    condition     = output.inventory_data.all.children.monitoring == { hosts = { mon1 = {} } }
+    error_message = "monitoring group: ${jsonencode(output.inventory_data.all.children.monitoring)}"
+  }
+  assert {
+    condition     = output.inventory_data.all.hosts.mon1 == { ansible_host = "203.0.113.50", private_address = "10.0.0.9" }
+    error_message = "mon1: ${jsonencode(output.inventory_data.all.hosts.mon1)}"
+  }
+}
+
 run "two_postgres_hosts_are_refused" {
   command = plan
   variables {
