@@ -5,8 +5,10 @@ Fast and needs no root; the real-hosts test is test_cluster_deploy.py.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +109,56 @@ def test_the_playbook_computes_pools_with_the_filters(tmp_path: Path) -> None:
         adjacent.unlink()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r'"msg": "?11"?\n', proc.stdout), proc.stdout
+
+
+def test_prometheus_config_lists_every_target_and_passes_promtool(tmp_path: Path) -> None:
+    """The monitoring role's prometheus.yml, rendered by Ansible from an inventory (local
+    connection, no hosts needed): one target per app node and exporter, labelled with the node's
+    name; a load balancer without stub_status gets no nginx target. promtool accepts it."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (scripts/bootstrap.sh --test installs it)")
+    common = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "rustchat_port": 3000, "monitoring_postgres_exporter_port": 9187,
+              "monitoring_redis_exporter_port": 9121, "monitoring_nginx_exporter_port": 9113,
+              "nginx_status_listen": "127.0.0.1:8080"}
+    hosts = {"lb1": ("lb", "10.0.0.2"), "lb2": ("lb", "10.0.0.3"), "db1": ("postgres", "10.0.0.5"),
+             "cache1": ("redis", "10.0.0.7"), "app1": ("app", "10.0.1.1"), "app2": ("app", "fd00::12"),
+             "mon1": ("monitoring", "10.0.0.9")}
+    children: dict[str, dict] = {}
+    for name, (group, address) in hosts.items():
+        host_vars = {**common, "private_address": address}
+        if name == "lb2":
+            host_vars["nginx_status_listen"] = ""
+        children.setdefault(group, {"hosts": {}})["hosts"][name] = host_vars
+    inventory = tmp_path / "hosts.json"
+    inventory.write_text(json.dumps({"all": {"children": children}}))
+    out = tmp_path / "prometheus.yml"
+    adjacent = ANSIBLE / f".prometheus-{os.getpid()}.yml"
+    adjacent.write_text(
+        "- hosts: monitoring\n  gather_facts: false\n  vars_files: [roles/monitoring/defaults/main.yml]\n"
+        "  vars: {common_firewall_ssh_allow: [10.0.0.0/8]}\n"
+        "  tasks:\n"
+        "    - ansible.builtin.template:\n"
+        "        src: roles/monitoring/templates/prometheus.yml.j2\n"
+        f"        dest: {out}\n"
+        "        mode: '0644'\n")
+    try:
+        proc = _ansible("ansible-playbook", "-i", str(inventory), "-e", '{"monitoring_alertmanagers": ["10.0.0.9:9093"]}',
+                        adjacent.name)
+    finally:
+        adjacent.unlink()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    check = subprocess.run([promtool, "check", "config", "--syntax-only", str(out)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    config = yaml.safe_load(out.read_text())
+    jobs = {job["job_name"]: [(c["labels"]["node"], c["targets"]) for c in job["static_configs"]]
+            for job in config["scrape_configs"]}
+    assert jobs == {
+        "prometheus": [("mon1", ["10.0.0.9:9090"])],
+        "rustchat": [("app1", ["10.0.1.1:3000"]), ("app2", ["[fd00::12]:3000"])],
+        "postgresql": [("db1", ["10.0.0.5:9187"])],
+        "redis": [("cache1", ["10.0.0.7:9121"])],
+        "nginx": [("lb1", ["10.0.0.2:9113"])],
+    }
+    assert config["rule_files"] == ["/etc/prometheus/rules/*.yml"]
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["10.0.0.9:9093"]
