@@ -600,6 +600,7 @@ async def test_rolling_update_while_two_users_chat_loses_and_duplicates_nothing(
         new_version = f"{old_version}+rolling"
         init.write_text(init.read_text().replace(f'__version__ = "{old_version}"', f'__version__ = "{new_version}"'))
         await asyncio.sleep(2)
+        update_started = int(time.time())
         try:
             await asyncio.to_thread(playbook, cluster, "rolling-update.yml", step="rolling-update.yml (4 nodes)")
             await asyncio.sleep(3)
@@ -639,6 +640,11 @@ async def test_rolling_update_while_two_users_chat_loses_and_duplicates_nothing(
             assert reader.versions[0] == old_version and reader.versions[-1] == new_version, reader.versions
         workers_after = _worker_node_prefixes(cluster, apps)
         assert not workers_before & workers_after, "some node was not restarted"
+        # Each node was started exactly once: in its own turn, while drained, never in another's.
+        starts = {name: infra(cluster, name).check_output(
+                      f"journalctl -u rustchat -o cat --since @{update_started} | grep -c '^Started ' || true")
+                  for name in apps}
+        assert starts == dict.fromkeys(apps, "1"), starts
         await _health_lists_every_worker(admin, workers_after)
     lb = infra(cluster, "lb")
     assert " down" not in lb.check_output("rustchat-lb status")
