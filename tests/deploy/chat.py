@@ -101,7 +101,10 @@ class ResumingClient:
             elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
                               aiohttp.WSMsgType.ERROR):
                 extra = msg.extra if isinstance(msg.extra, str) else repr(msg.extra)
-                return self._ws.close_code, extra or ""
+                # The code in the server's close frame. aiohttp's close_code turns into 1006 when its
+                # own closing reply cannot be written because the server already hung up.
+                code = msg.data if msg.type == aiohttp.WSMsgType.CLOSE else self._ws.close_code
+                return code, extra or ""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop`, resuming after every close."""
