@@ -14,7 +14,8 @@ In order, on one cluster (tests.deploy.hosts; see ../shared/notes/test-hosts.md)
 4. Scale out: app4 is added to the inventory, site.yml rerun; every node's pool shrank as the
    sizing rule says, app4 serves, and Prometheus scrapes it.
 5. rolling-update.yml while two clients chat: every message reaches the other side exactly once,
-   the clients resuming their connections (close 1012) on other nodes.
+   the clients resuming their connections (close 1012) in other server processes: another node,
+   or their own node once it is back with new workers.
 
 Skipped only when this machine cannot run the hosts (not root, or the container tools cannot be
 installed). Playbook logs and, on failure, the hosts' journals are kept in LOG_DIR.
@@ -636,7 +637,9 @@ async def test_rolling_update_while_two_users_chat_loses_and_duplicates_nothing(
             # The updates moved the client: it was closed with 1012 and resumed elsewhere.
             assert any(code == 1012 for code, _ in reader.closes), reader.closes
             assert reader.resumes and all(r.ok for r in reader.resumes), reader.resumes
-            assert len({node_host(n) for n in reader.nodes}) > 1, reader.nodes
+            # Resumed in another process: a client's reconnect delay may outlast its node's restart,
+            # so it can land on the same node, whose workers are new.
+            assert len(set(reader.nodes)) > 1, reader.nodes
             assert reader.versions[0] == old_version and reader.versions[-1] == new_version, reader.versions
         workers_after = _worker_node_prefixes(cluster, apps)
         assert not workers_before & workers_after, "some node was not restarted"
