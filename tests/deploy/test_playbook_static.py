@@ -93,20 +93,24 @@ def test_the_filter_plugin_is_the_apps_sizing_code() -> None:
     assert "def " not in source  # nothing computed there
 
 
-def test_the_playbook_computes_pools_with_the_filters(tmp_path: Path) -> None:
-    """Ansible itself evaluates the pool filter (local connection, no hosts needed)."""
-    playbook = tmp_path / "pool.yml"
-    playbook.write_text(
-        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
-        "    - ansible.builtin.debug:\n"
-        "        msg: \"{{ (100 | rustchat_pool_size([2, 2, 2, 2])).max }}\"\n")
-    # Copy the playbook next to filter_plugins/ (playbook-adjacent plugins are what site.yml uses).
-    adjacent = ANSIBLE / f".pool-{os.getpid()}.yml"
-    adjacent.write_text(playbook.read_text())
+def _adjacent_playbook(name: str, text: str, *args: str) -> subprocess.CompletedProcess:
+    """Run a playbook written next to site.yml, so it sees the same filter_plugins/ and roles/."""
+    adjacent = ANSIBLE / f".{name}-{os.getpid()}.yml"
+    adjacent.write_text(text)
     try:
-        proc = _ansible("ansible-playbook", "-i", "localhost,", "-c", "local", adjacent.name)
+        return _ansible("ansible-playbook", *args, adjacent.name)
     finally:
         adjacent.unlink()
+
+
+def test_the_playbook_computes_pools_with_the_filters() -> None:
+    """Ansible itself evaluates the pool filter (local connection, no hosts needed)."""
+    proc = _adjacent_playbook(
+        "pool",
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.debug:\n"
+        "        msg: \"{{ (100 | rustchat_pool_size([2, 2, 2, 2])).max }}\"\n",
+        "-i", "localhost,", "-c", "local")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r'"msg": "?11"?\n', proc.stdout), proc.stdout
 
@@ -118,8 +122,8 @@ def test_prometheus_config_lists_every_target_and_passes_promtool(tmp_path: Path
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (scripts/bootstrap.sh --test installs it)")
-    common = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "rustchat_port": 3000, "monitoring_postgres_exporter_port": 9187,
-              "monitoring_redis_exporter_port": 9121, "monitoring_nginx_exporter_port": 9113,
+    common = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "rustchat_port": 3000,
+              "monitoring_postgres_exporter_port": 9187, "monitoring_redis_exporter_port": 9121, "monitoring_nginx_exporter_port": 9113,
               "nginx_status_listen": "127.0.0.1:8080"}
     hosts = {"lb1": ("lb", "10.0.0.2"), "lb2": ("lb", "10.0.0.3"), "db1": ("postgres", "10.0.0.5"),
              "cache1": ("redis", "10.0.0.7"), "app1": ("app", "10.0.1.1"), "app2": ("app", "fd00::12"),
@@ -133,20 +137,16 @@ def test_prometheus_config_lists_every_target_and_passes_promtool(tmp_path: Path
     inventory = tmp_path / "hosts.json"
     inventory.write_text(json.dumps({"all": {"children": children}}))
     out = tmp_path / "prometheus.yml"
-    adjacent = ANSIBLE / f".prometheus-{os.getpid()}.yml"
-    adjacent.write_text(
+    proc = _adjacent_playbook(
+        "prometheus",
         "- hosts: monitoring\n  gather_facts: false\n  vars_files: [roles/monitoring/defaults/main.yml]\n"
         "  vars: {common_firewall_ssh_allow: [10.0.0.0/8]}\n"
         "  tasks:\n"
         "    - ansible.builtin.template:\n"
         "        src: roles/monitoring/templates/prometheus.yml.j2\n"
         f"        dest: {out}\n"
-        "        mode: '0644'\n")
-    try:
-        proc = _ansible("ansible-playbook", "-i", str(inventory), "-e", '{"monitoring_alertmanagers": ["10.0.0.9:9093"]}',
-                        adjacent.name)
-    finally:
-        adjacent.unlink()
+        "        mode: '0644'\n",
+        "-i", str(inventory), "-e", '{"monitoring_alertmanagers": ["10.0.0.9:9093"]}')
     assert proc.returncode == 0, proc.stdout + proc.stderr
     check = subprocess.run([promtool, "check", "config", "--syntax-only", str(out)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
