@@ -15,7 +15,7 @@ import random
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from rustchat import keys
 from rustchat import web as web_client
@@ -144,12 +144,14 @@ async def _hub(app: web.Application) -> AsyncIterator[None]:
 CLOSE_SERVICE_RESTART = 1012
 
 
-async def _drain(app: web.Application) -> None:
+async def drain(app: web.Application) -> None:
     """SIGTERM: stop being ready, move every client elsewhere without a thundering herd.
 
-    aiohttp has already stopped accepting; in-flight requests finish after this returns. Each
-    socket closes with 1012 and its own random reconnect delay, its slot under the connection
-    limit is released and its resume record saved, so the client resumes on another node.
+    Called by rustchat.worker before aiohttp stops accepting (and again, as an on_shutdown hook,
+    for sockets attached meanwhile or when no such worker runs the app). From now on every
+    response carries `Connection: close`. Each socket closes with 1012 and its own random
+    reconnect delay, its slot under the connection limit is released and its resume record
+    saved, so the client resumes on another node.
     """
     app[DRAINING].set()
     jitter_ms = int(app[keys.SETTINGS].ws_reconnect_jitter_secs * 1000)
@@ -159,6 +161,15 @@ async def _drain(app: web.Application) -> None:
 
     closed = await app[keys.HUB].drain(CLOSE_SERVICE_RESTART, reason)
     log.info("draining: closed %d WebSocket connections with 1012", closed)
+
+
+async def _close_while_draining(request: web.Request, response: web.StreamResponse) -> None:
+    """While draining, the peer (nginx) drops each connection after its response instead of
+    reusing it, so the drain can wait for connections to close rather than close them under it."""
+    if request.app[DRAINING].is_set() and not isinstance(response, web.WebSocketResponse):
+        # The hook runs after aiohttp chose the headers: say it, and make the server close after.
+        response.headers[hdrs.CONNECTION] = "close"
+        response.force_close()
 
 
 def create_app(settings: Settings, database_url: str) -> web.Application:
@@ -180,7 +191,8 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     app[keys.PUBLISHER] = Publisher(hub, app[keys.NODE_ID])
     app[DRAINING] = asyncio.Event()
     app.cleanup_ctx.extend([_database, _site, _redis, _cluster, _hub])
-    app.on_shutdown.append(_drain)
+    app.on_shutdown.append(drain)
+    app.on_response_prepare.append(_close_while_draining)
     connections.setup(app)
     for module in (accounts, teams, channels, read_state, posts, admin, health, openapi, websocket):
         app.router.add_routes(module.routes)

@@ -57,6 +57,7 @@ class Settings:
     cluster_heartbeat_secs: float = 5.0
     trusted_proxies: tuple = ()
     ws_reconnect_jitter_secs: float = 5.0
+    drain_idle_connections_secs: float = 0.0
     cluster_log_maxlen: int = 100_000
     cluster_backlog: int = 10_000
     body_limit_small: int = 64 * 1024
@@ -234,6 +235,9 @@ FIELDS: tuple[Field, ...] = (
           "events held in memory while Redis is unreachable"),
     Field("RUSTCHAT_WS__RECONNECT_JITTER_SECS", "ws_reconnect_jitter_secs", _float(),
           "on shutdown, clients are told to reconnect after a random delay up to this"),
+    Field("RUSTCHAT_DRAIN__IDLE_CONNECTIONS_SECS", "drain_idle_connections_secs", _float(),
+          "on SIGTERM under gunicorn, how long to wait for the load balancer to close its idle "
+          "keep-alive connections (set above its upstream keepalive timeout) before stopping"),
     Field("RUSTCHAT_WS__COMPRESSION", "ws_compression", _bool(),
           "per-message deflate (costs ~300 KB and CPU per connection)"),
     Field("RUSTCHAT_BODY_LIMIT__SMALL", "body_limit_small", _int(1024, 1 << 40),

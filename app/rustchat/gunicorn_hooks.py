@@ -2,7 +2,7 @@
 
     PROMETHEUS_MULTIPROC_DIR=/run/rustchat/prometheus \\
     gunicorn 'rustchat.server:gunicorn_app' -c python:rustchat.gunicorn_hooks \\
-        -k aiohttp.GunicornUVLoopWebWorker -w 4 -b 0.0.0.0:3000
+        -k rustchat.worker.Worker -w 4 -b 0.0.0.0:3000
 
 * `on_starting` (in the master, before any worker exists) empties PROMETHEUS_MULTIPROC_DIR, creating
   it if needed: files left by an earlier run would otherwise be summed into `/metrics`.

@@ -1,6 +1,6 @@
 """Entry point for gunicorn's aiohttp worker.
 
-    gunicorn 'rustchat.server:gunicorn_app' -k aiohttp.GunicornUVLoopWebWorker -w 4 -b 0.0.0.0:3000
+    gunicorn 'rustchat.server:gunicorn_app' -k rustchat.worker.Worker -w 4 -b 0.0.0.0:3000
 
 Each worker calls this factory in its own event loop and becomes its own hub. Under gunicorn
 there is no embedded database: RUSTCHAT_DATABASE_URL is required.

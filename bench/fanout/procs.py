@@ -215,7 +215,7 @@ class Servers:
         pin = ["taskset", "-c", self.cpus]
         if self.gunicorn:
             return [*pin, sys.executable, "-m", "gunicorn", "rustchat.server:gunicorn_app",
-                    "-k", "aiohttp.GunicornUVLoopWebWorker", "-w", str(self.count),
+                    "-k", "rustchat.worker.Worker", "-w", str(self.count),
                     "-b", f"127.0.0.1:{port}", "--graceful-timeout", "10", "--log-level", "warning"]
         return [*pin, sys.executable, "-m", "rustchat", "serve"]
 

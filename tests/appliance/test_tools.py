@@ -350,7 +350,7 @@ def test_gunicorn_loads_the_rendered_config(tmp_path: Path) -> None:
     values = gunicorn_settings(text)
     assert values["bind"] == ["10.0.1.2:3000"]
     assert values["workers"] == 3
-    assert values["worker_class"] == "aiohttp.GunicornUVLoopWebWorker"
+    assert values["worker_class"] == "rustchat.worker.Worker"
     assert values["wsgi_app"] == "rustchat.server:gunicorn_app"
     assert values["graceful_timeout"] * 0.95 > 10  # the app's drain time
     assert values["keepalive"] > 60  # nginx's upstream keepalive_timeout
@@ -362,7 +362,7 @@ def test_gunicorn_loads_the_rendered_config(tmp_path: Path) -> None:
     for key, value in values.items():
         if key in cfg.settings:
             cfg.set(key, value)  # gunicorn's own validators
-    assert cfg.worker_class.__name__ == "GunicornUVLoopWebWorker"  # the class imports
+    assert cfg.worker_class.__name__ == "Worker"  # the class imports
     assert cfg.workers == 3 and cfg.address == [("10.0.1.2", 3000)]
 
     conf = tmp_path / "gunicorn.conf.py"

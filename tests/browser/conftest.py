@@ -35,6 +35,14 @@ PASSWORD = "web-test-password"
 expect.set_options(timeout=20_000)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/browser carries the `browser` marker (the fast loop leaves them out)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.browser)
+
+
 @dataclass
 class Cluster:
     a: ServerProcess

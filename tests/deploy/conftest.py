@@ -7,14 +7,6 @@ from typing import Any
 import pytest
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "deploy: builds real test hosts and runs ansible/site.yml against them (root, ~10-15 min); "
-        "select with -m deploy, leave out with -m 'not deploy'",
-    )
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:  # noqa: ARG001
     """Keep each test's call report on the item, so module fixtures can tell that a step failed."""

@@ -56,7 +56,7 @@ class ServerProcess:
     def start(self, timeout: float = 60.0) -> ServerProcess:
         if self.gunicorn_workers:
             cmd = [sys.executable, "-m", "gunicorn", "rustchat.server:gunicorn_app",
-                   "-k", "aiohttp.GunicornUVLoopWebWorker", "-w", str(self.gunicorn_workers),
+                   "-k", "rustchat.worker.Worker", "-w", str(self.gunicorn_workers),
                    "-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "10", *self.gunicorn_args]
         else:
             cmd = [sys.executable, "-m", "rustchat", "serve"]

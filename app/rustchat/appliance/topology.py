@@ -96,7 +96,7 @@ VARIABLES: dict[str, Var] = {
     "nginx_server_name": Var("_", str, "server_name; '_' = any"),
     "nginx_ip_hash": Var(False, bool, "pin clients to an app node by address"),
     "nginx_keepalive": Var(32, int, "idle upstream connections kept per nginx worker"),
-    "nginx_upstream_keepalive_timeout": Var(60, int, "idle upstream connection lifetime (< rustchat_keepalive)"),
+    "nginx_upstream_keepalive_timeout": Var(5, int, "idle upstream connection lifetime (< rustchat_keepalive); a restarting node waits this + 1 s for nginx to close them"),
     "nginx_ws_read_timeout": Var(120, int, "WebSocket proxy_read_timeout (> ping interval)"),
     "nginx_tls": Var(True, bool, "serve HTTPS and redirect HTTP to it"),
     "nginx_tls_cert": Var("", str, "certificate path; empty = the self-signed pair below"),
@@ -208,20 +208,24 @@ def _check_cluster(v: Mapping[str, Any]) -> None:
     for name in ("rustchat_db_password", "redis_requirepass"):
         if not v[name] or any(ord(c) < 32 for c in v[name]):
             raise TopologyError(f"{name} must be non-empty and free of control characters")
-    if v["rustchat_graceful_timeout"] * 0.95 < v["rustchat_drain_secs"] + 2:
-        # aiohttp's worker gives the app 95 % of graceful_timeout to shut down.
-        raise TopologyError(
-            f"rustchat_graceful_timeout {v['rustchat_graceful_timeout']} leaves too little time for "
-            f"rustchat_drain_secs {v['rustchat_drain_secs']}; raise it to >= "
-            f"{int((v['rustchat_drain_secs'] + 2) / 0.95) + 1}")
-    if v["nginx_ws_read_timeout"] <= v["rustchat_ws_ping_interval_secs"]:
-        raise TopologyError(
-            f"nginx_ws_read_timeout {v['nginx_ws_read_timeout']} must exceed rustchat_ws_ping_interval_secs "
-            f"{v['rustchat_ws_ping_interval_secs']}, or nginx cuts idle WebSockets between pings")
     if v["nginx_upstream_keepalive_timeout"] >= v["rustchat_keepalive"]:
         raise TopologyError(
             f"nginx_upstream_keepalive_timeout {v['nginx_upstream_keepalive_timeout']} must be below "
             f"rustchat_keepalive {v['rustchat_keepalive']}, or nginx reuses connections gunicorn is closing (502s)")
+    # On SIGTERM the worker first waits for nginx to close its idle connections (upstream keepalive
+    # timeout + 1 s, rustchat.worker), then gives the app 95 % of graceful_timeout to shut down;
+    # gunicorn kills what is left graceful_timeout after the signal.
+    needed = v["rustchat_drain_secs"] + v["nginx_upstream_keepalive_timeout"] + 1 + 2
+    if v["rustchat_graceful_timeout"] * 0.95 < needed:
+        raise TopologyError(
+            f"rustchat_graceful_timeout {v['rustchat_graceful_timeout']} leaves too little time for "
+            f"rustchat_drain_secs {v['rustchat_drain_secs']} after waiting nginx_upstream_keepalive_timeout "
+            f"{v['nginx_upstream_keepalive_timeout']} + 1 s for idle connections; raise it to >= "
+            f"{int(needed / 0.95) + 1}")
+    if v["nginx_ws_read_timeout"] <= v["rustchat_ws_ping_interval_secs"]:
+        raise TopologyError(
+            f"nginx_ws_read_timeout {v['nginx_ws_read_timeout']} must exceed rustchat_ws_ping_interval_secs "
+            f"{v['rustchat_ws_ping_interval_secs']}, or nginx cuts idle WebSockets between pings")
     for kind, app_limit in APP_BODY_LIMITS.items():
         name = f"nginx_body_limit_{kind}"
         if nginx_bytes(v[name]) < app_limit:
