@@ -1,8 +1,10 @@
-.PHONY: run test lint bootstrap bench cluster cluster-down
+.PHONY: run test test-fast lint bootstrap bench cluster cluster-down
 run:
 	./scripts/run
 test:
 	./scripts/test
+test-fast:
+	./scripts/test --fast
 lint: bootstrap
 	.venv/bin/ruff check app tests bench
 bootstrap:

@@ -36,6 +36,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support import system_bus
+
 REPO = Path(__file__).resolve().parents[1]
 LOG_DIR = Path(os.environ.get("RUSTCHAT_TEST_PHASE_LOG_DIR", "/tmp/rustchat-test-logs/phases"))
 # The step timings the heavy tests write (see each test's LOG_DIR).
@@ -179,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         check_partition(phases)
     started = time.monotonic()
     lock = threading.Lock()
+    # One system bus for every phase (tests/support/system_bus.py): a harness that stopped its own
+    # would take libvirtd, which joined it, down with it.
+    bus = system_bus.start() if os.geteuid() == 0 and len(phases) > 1 else None
     for phase in phases:  # in order: the longest first
         start(phase, args.pytest_args, lock)
     try:
@@ -189,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             if phase.proc and phase.proc.poll() is None:
                 phase.proc.wait()  # pytest got the same SIGINT and is tearing its hosts down
         raise
+    finally:
+        if bus:
+            system_bus.stop(bus)
     text = report(phases, time.monotonic() - started)
     (LOG_DIR / "summary.txt").write_text(text)
     print(text, flush=True)

@@ -35,9 +35,6 @@ from typing import Any
 from aiohttp import web
 from aiohttp.worker import GunicornUVLoopWebWorker
 
-from rustchat import keys
-from rustchat.app import drain as drain_app
-
 log = logging.getLogger(__name__)
 
 
@@ -88,6 +85,11 @@ class Worker(GunicornUVLoopWebWorker):
 
 async def drain(runner: web.AppRunner) -> None:
     """Mark the app draining, close its WebSockets, and wait for the peers to close every connection."""
+    # Imported here, in the worker: gunicorn's master imports this module for the class, and must
+    # not import the application (its metrics would create multiprocess files of the master's).
+    from rustchat import keys
+    from rustchat.app import drain as drain_app
+
     app = runner.app
     server = runner.server
     assert server is not None

@@ -28,13 +28,14 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support import forwarding, system_bus
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "ansible"
@@ -279,13 +280,6 @@ def _remove_cgroups(dirs: Sequence[Path]) -> None:
             os.rmdir(top.parent)  # rustchat-test-hosts/, once the last host is gone
 
 
-def _system_bus_up() -> bool:
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
-        s.connect("/run/dbus/system_bus_socket")
-        return True
-    return False
-
-
 class Cluster:
     """The test hosts of this machine (one cluster at a time: one bridge, one subnet)."""
 
@@ -301,8 +295,7 @@ class Cluster:
             raise HostsError(f"bridge {BRIDGE} already exists but is not in {self.state.path}; "
                              f"is another cluster running? (python -m tests.deploy.hosts down)")
         mtu = _mtu()
-        self.state["network"] = {"bridge": BRIDGE, "nft_table": NFT_TABLE, "mtu": mtu,
-                                 "ip_forward_before": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()}
+        self.state["network"] = {"bridge": BRIDGE, "nft_table": NFT_TABLE, "mtu": mtu}
         run(["ip", "link", "add", BRIDGE, "type", "bridge"])
         run(["ip", "link", "set", BRIDGE, "mtu", str(mtu)])
         run(["ip", "addr", "add", f"{CONTROLLER}/24", "dev", BRIDGE])
@@ -317,13 +310,10 @@ table ip {NFT_TABLE} {{
     }}
 }}
 """)
-        Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
-        if not _system_bus_up():
-            # systemd-nspawn talks to the system bus even with --register=no.
-            Path("/run/dbus").mkdir(parents=True, exist_ok=True)
-            # A pid file without a bus behind it is left over from a bus that died.
-            Path("/run/dbus/pid").unlink(missing_ok=True)
-            pid = int(run(["dbus-daemon", "--system", "--fork", "--print-pid"]).stdout.split()[0])
+        forwarding.enable()
+        # systemd-nspawn talks to the system bus even with --register=no.
+        pid = system_bus.start()
+        if pid:
             self.state["dbus_pid"] = pid
 
     # -- hosts --------------------------------------------------------------------------------
@@ -579,13 +569,11 @@ table ip {NFT_TABLE} {{
         if network:
             run(["ip", "link", "del", network["bridge"]], check=False, quiet=True)
             run(["nft", "delete", "table", "ip", network["nft_table"]], check=False, quiet=True)
-            Path("/proc/sys/net/ipv4/ip_forward").write_text(network["ip_forward_before"] + "\n")
+            log(f"ip_forward: {forwarding.release((network['bridge'],))}")
             self.state["network"] = None
         pid = self.state["dbus_pid"]
         if pid:
-            with contextlib.suppress(ProcessLookupError):
-                if "dbus-daemon" in _cmdline(pid):
-                    os.kill(pid, signal.SIGTERM)
+            system_bus.stop(pid)
             self.state["dbus_pid"] = None
         shutil.rmtree(STATE_DIR, ignore_errors=True)
 

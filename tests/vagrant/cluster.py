@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support import forwarding
 from tests.vagrant import box as boxes
 from tests.vagrant.libvirt import (
     IPTABLES_TABLES,
@@ -90,7 +91,6 @@ class VagrantCluster:
     before: Snapshot | None = None
     up_output: str = ""
     traces_before: Traces = field(default_factory=system_traces)
-    ip_forward_before: str = ""
 
     @property
     def dotfile(self) -> Path:
@@ -156,7 +156,7 @@ class VagrantCluster:
         started = time.monotonic()
         box = boxes.ensure_box()
         self._timed("box (built or cached)", started)
-        self.ip_forward_before = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
+        forwarding.record_original()  # before libvirtd turns it on for its NAT network
         t = time.monotonic()
         self.libvirt = Libvirt(self.work / "libvirt")
         self.libvirt.start()
@@ -207,11 +207,9 @@ class VagrantCluster:
                 os.kill(pid, signal.SIGTERM)
         if self.libvirt is not None:
             self.libvirt.stop()
-        # A libvirt NAT network turns forwarding on; turn it off again unless something else
-        # (the test hosts' bridge) has come to rely on it meanwhile.
-        log(f"ip_forward was {self.ip_forward_before}, is {Path('/proc/sys/net/ipv4/ip_forward').read_text().strip()}")
-        if self.ip_forward_before == "0" and not Path("/sys/class/net/rchosts0").exists():
-            Path("/proc/sys/net/ipv4/ip_forward").write_text("0\n")
+        # libvirtd turned forwarding on for its NAT network (tests/support/forwarding.py).
+        # libvirt's own bridges are gone by now (destroy, clean-up): any left belong to others.
+        log(f"ip_forward: {forwarding.release(())}")
         self._timed("clean-up after destroy", t)
         return leftovers
 
