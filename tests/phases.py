@@ -187,8 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     for phase in phases:  # in order: the longest first
         start(phase, args.pytest_args, lock)
     try:
-        for phase in phases:
-            wait(phase)
+        running = list(phases)
+        while running:  # report each phase as it ends, not in start order
+            for phase in [p for p in running if p.proc is not None and p.proc.poll() is not None]:
+                wait(phase)
+                running.remove(phase)
+            time.sleep(0.5)
     except KeyboardInterrupt:
         for phase in phases:
             if phase.proc and phase.proc.poll() is None:

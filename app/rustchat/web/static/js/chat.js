@@ -27,6 +27,8 @@ function nearBottom(el) {
 export class Chat {
   constructor(me) {
     this.me = me;
+    this.leaving = null; // the notice for the next page once the user chose to log out
+    this.ended = false;
     this.users = new Map([[me.id, me]]);
     this.statuses = new Map();
     this.teams = [];
@@ -574,12 +576,19 @@ export class Chat {
   }
 
   async logout() {
+    // Other requests in flight when the token is revoked come back 401, some only after the logout
+    // itself: each would end the session with "Your session has ended". Ours is the reason.
+    this.leaving = "You have logged out.";
     this.rt.stop();
     try { await api.post("/api/v1/auth/logout"); } catch { /* the token is dropped either way */ }
-    this.endSession("You have logged out.");
+    this.endSession(this.leaving);
   }
 
   endSession(notice) {
+    // The first end is final: a late 401 must not replace the notice the next page shows.
+    if (this.ended) return;
+    this.ended = true;
+    notice = this.leaving || notice;
     this.rt.stop();
     session.token = null;
     sessionStorage.removeItem("rustchat.channel");
