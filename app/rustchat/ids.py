@@ -1,7 +1,11 @@
 """Identifiers and timestamps in the shapes the API exposes."""
 
+import re
 import secrets
 import time
+
+# What new_id makes. \Z, not $: `$` also matches before a trailing newline.
+ID_RE = re.compile(r"^[a-z0-9]{26}\Z")
 
 
 def new_id() -> str:

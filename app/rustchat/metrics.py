@@ -27,6 +27,10 @@ CLUSTER_LAG = Histogram(
     "rustchat_cluster_pubsub_lag_seconds", "Publish-to-deliver lag of cluster events (Redis Pub/Sub Lag)",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+CLUSTER_DROPPED = Counter("rustchat_cluster_messages_dropped",
+                          "Cluster messages and replay-log entries refused at the edge, by reason", ["reason"])
+CLUSTER_TASK_RESTARTS = Counter("rustchat_cluster_task_restarts",
+                                "Cluster link tasks (publisher, subscriber, heartbeat) restarted after ending", ["task"])
 CLUSTER_NODES = Gauge("rustchat_cluster_nodes", "Live cluster processes seen by this process",
                       multiprocess_mode="livemax")
 

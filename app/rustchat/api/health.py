@@ -55,6 +55,8 @@ def problems(app: web.Application, database: dict[str, Any], redis: dict[str, An
     link = app[keys.CLUSTER]
     if link is not None and redis is not None and redis["ok"] and not link.subscribed:
         out.append("cluster subscription is being re-established")
+    if link is not None:
+        out += link.problems()
     if pg_limits is not None:
         reason = pool_budget_exceeded(pool_maxima, pg_limits[0], reserved_connections(pg_limits[1]))
         if reason:

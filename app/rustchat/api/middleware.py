@@ -20,6 +20,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 USER = "user"
 TOKEN = "token"
+TOKEN_REJECTED = "token_rejected"  # a bearer token was sent and is unknown, expired or revoked
 
 
 def json_error(err: ApiError) -> web.Response:
@@ -88,15 +89,21 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if token is not None:
         user = await tokens.resolve(request.app[keys.DB], token)
         if user is None:
-            raise ApiError(401, "api.unauthorized", "Invalid or expired token")
-        request[USER] = user
-        request[TOKEN] = token
+            # Refused where a user is required (require_user); routes anyone may use (health,
+            # login, the web client) answer as to no token at all: a load balancer's probe or a
+            # login form with a stale token is not unauthorized.
+            request[TOKEN_REJECTED] = True
+        else:
+            request[USER] = user
+            request[TOKEN] = token
     return await handler(request)
 
 
 def require_user(request: web.Request) -> dict:
     user = request.get(USER)
     if user is None:
+        if request.get(TOKEN_REJECTED):
+            raise ApiError(401, "api.unauthorized", "Invalid or expired token")
         raise ApiError(401, "api.unauthorized", "Authentication required: send Authorization: Bearer <token>")
     return user
 

@@ -7,7 +7,6 @@ typo'd field is a 400 that names the field instead of a silently ignored value o
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
@@ -22,8 +21,7 @@ from pydantic import (
 )
 
 from rustchat.errors import ApiError, bad_request, not_found
-
-ID_RE = re.compile(r"^[a-z0-9]{26}$")
+from rustchat.ids import ID_RE
 
 
 def _storable(value: str) -> str:

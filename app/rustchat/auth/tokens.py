@@ -27,7 +27,9 @@ async def issue(db: Pool, user_id: str, ttl_secs: int) -> str:
 
 async def resolve(db: Pool, token: str) -> dict[str, Any] | None:
     """The active user behind a token, or None when unknown, expired, revoked or deactivated."""
-    if not token or len(token) > 256:
+    # Tokens are ASCII: anything else (a header's undecodable bytes, a lone surrogate from JSON)
+    # cannot be one, and could not even be hashed.
+    if not token or len(token) > 256 or not token.isascii():
         return None
     return await db.fetchrow_dict(
         "SELECT u.id, u.username, u.email, u.is_admin, u.create_at, u.update_at, u.delete_at"

@@ -21,18 +21,20 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from rustchat import metrics
-from rustchat.realtime.events import Broadcast, Event
+from rustchat.realtime.events import Broadcast, Event, InvalidWire
 from rustchat.realtime.hub import Hub
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,77 @@ def sid_key(sid: str | bytes) -> tuple[int, int]:
         sid = sid.decode()
     ms, _, seq = sid.partition("-")
     return int(ms), int(seq or 0)
+
+
+# A published event is a post at most (16 KB of text) with its metadata; anything far larger on
+# the cluster channel is not ours.
+MAX_MESSAGE_BYTES = 1 << 20
+_SID = re.compile(r"^\d{1,20}-\d{1,20}\Z")
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    node_id: str
+    connections: int
+    pool_max: int
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class EventMessage:
+    origin_node: str
+    sid: str | None  # the replay-log id; set on published copies and on entries read back
+    ts: float | None
+    event: Event
+
+
+def parse_message(data: bytes | str, sid: str | None = None) -> Heartbeat | EventMessage:
+    """One message of the cluster channel, or one replay-log entry (`sid` given), validated into a
+    typed value: InvalidWire (with a reason for the metric) for anything else."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise InvalidWire("too_large")
+    try:
+        msg = json.loads(data)
+    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
+        raise InvalidWire("not_json") from None
+    if not isinstance(msg, dict):
+        raise InvalidWire("not_object")
+    kind = msg.get("type")
+    if kind == "heartbeat" and sid is None:
+        node_id, connections, pool_max, timestamp = (msg.get(k) for k in ("node_id", "connections", "pool_max", "timestamp"))
+        if not isinstance(node_id, str) or not 0 < len(node_id) <= 128:
+            raise InvalidWire("heartbeat")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 31 for v in (connections, pool_max)):
+            raise InvalidWire("heartbeat")
+        if not isinstance(timestamp, int | float) or isinstance(timestamp, bool) or not math.isfinite(timestamp):
+            raise InvalidWire("heartbeat")
+        return Heartbeat(node_id, connections, pool_max, float(timestamp))
+    if kind == "event":
+        origin = msg.get("origin_node")
+        if not isinstance(origin, str) or not 0 < len(origin) <= 128:
+            raise InvalidWire("origin_node")
+        sid = sid if sid is not None else msg.get("sid")
+        if sid is not None and (not isinstance(sid, str) or not _SID.match(sid)):
+            raise InvalidWire("sid")
+        ts = msg.get("ts")
+        if not isinstance(ts, int | float) or isinstance(ts, bool) or not math.isfinite(ts):
+            ts = None
+        return EventMessage(origin, sid, ts, Event.from_wire(msg))
+    raise InvalidWire("unknown_type")
+
+
+@dataclass
+class TaskHealth:
+    """What /api/v1/health reports of one of the link's tasks: when it last completed a round."""
+
+    name: str
+    stale_after: float  # seconds without a round before the task counts as stuck
+    last_ok: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+    last_error: str | None = None
+
+    def ok(self) -> None:
+        self.last_ok = time.monotonic()
 
 
 @dataclass
@@ -113,6 +186,9 @@ class ClusterLink:
         self.publish_ok = True
         self.last_error: str | None = None
         self._publish_log = _RateLimitedLog(10.0)
+        self._drop_log = _RateLimitedLog(10.0)
+        stale = 3 * heartbeat_interval + 5
+        self.task_health = {name: TaskHealth(name, stale) for name in ("publisher", "subscriber", "heartbeat")}
         self._counter = 0
         self._published_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._published_upto = 0
@@ -152,13 +228,16 @@ class ClusterLink:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            self.task_health["publisher"].ok()
             while self._backlog:
                 batch = list(self._backlog)[:256]
+                wires = [self._encode(event) for event in batch]
                 try:
                     async with self.redis.pipeline(transaction=False) as pipe:
-                        for event in batch:
-                            await self._script(keys=[STREAM, CHANNEL], args=[self._wire(event), self.stream_maxlen], client=pipe)
-                        ids = await pipe.execute()
+                        for wire in wires:
+                            if wire is not None:
+                                await self._script(keys=[STREAM, CHANNEL], args=[wire, self.stream_maxlen], client=pipe)
+                        ids = iter(await pipe.execute()) if any(w is not None for w in wires) else iter(())
                 except (RedisError, OSError) as exc:
                     self.publish_ok = False
                     self.last_error = f"{type(exc).__name__}: {exc}"
@@ -172,12 +251,24 @@ class ClusterLink:
                 if not self.publish_ok:
                     log.info("cluster publishing recovered; %d queued events sent", len(batch))
                 self.publish_ok = True
-                for event, sid in zip(batch, ids, strict=True):
-                    event.stream_id = sid.decode() if isinstance(sid, bytes) else sid
+                for event, wire in zip(batch, wires, strict=True):
+                    if wire is not None:
+                        sid = next(ids)
+                        event.stream_id = sid.decode() if isinstance(sid, bytes) else sid
                     self._backlog.popleft()
                 self._published_upto = batch[-1].seqno
-                metrics.CLUSTER_PUBLISHED.inc(len(batch))
+                metrics.CLUSTER_PUBLISHED.inc(sum(1 for w in wires if w is not None))
                 self._wake_flush_waiters()
+                self.task_health["publisher"].ok()
+
+    def _encode(self, event: Event) -> bytes | None:
+        """The event's cluster message as UTF-8; None (dropped, counted) when it has none."""
+        try:
+            return self._wire(event).encode("utf-8")
+        except (TypeError, ValueError) as exc:  # a lone surrogate, a value JSON cannot hold
+            metrics.EVENTS_DROPPED.labels("unencodable").inc()
+            self._publish_log(logging.ERROR, "event %s not broadcast to the cluster: %s", event.event, exc)
+            return None
 
     def _wake_flush_waiters(self) -> None:
         keep = []
@@ -200,13 +291,14 @@ class ClusterLink:
                 self.subscribed = True
                 delay = 0.1
                 while True:
+                    self.task_health["subscriber"].ok()
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.heartbeat_interval)
                     if msg is None:
                         # Silence longer than a heartbeat: make sure the subscription is still there.
                         await asyncio.wait_for(pubsub.ping(), self.heartbeat_interval)
                         continue
                     if msg.get("type") == "message":
-                        self._handle(msg["data"])
+                        self._receive(msg["data"])
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, TimeoutError) as exc:
@@ -218,6 +310,7 @@ class ClusterLink:
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, 10.0)
             finally:
+                self.subscribed = False  # whatever ended this subscription (the supervisor restarts us)
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
@@ -238,15 +331,22 @@ class ClusterLink:
                     # Our last entry has been trimmed away: some events can no longer be replayed.
                     metrics.CLUSTER_GAPS.labels("resync").inc()
                     log.warning("cluster subscription gap older than the replay log; telling clients to resync")
-                    self.hub.deliver(Event("resync", {"reason": "cluster_gap"}, Broadcast()))
+                    self.hub.deliver(Event("resync", {"reason": "cluster_gap"}, Broadcast(everyone=True)))
                     if entries:
                         self.position = sid_key(entries[0][0])
             fresh = [(sid, fields) for sid, fields in entries if sid_key(sid) > self.position]
             for sid, fields in fresh:
-                raw = fields.get(b"m") or fields.get("m")
-                msg = json.loads(raw)
-                msg["sid"] = sid.decode() if isinstance(sid, bytes) else sid
-                self._handle_event(msg)
+                sid = sid.decode() if isinstance(sid, bytes) else sid
+                raw = fields.get(b"m") or fields.get("m") or b""
+                try:
+                    message = parse_message(raw, sid=sid)
+                    if not isinstance(message, EventMessage):
+                        raise InvalidWire("unknown_type")
+                except InvalidWire as exc:
+                    self._dropped(exc.reason, "replay-log entry")
+                    self.position = sid_key(sid)
+                    continue
+                self._handle_event(message)
                 delivered += 1
             if len(entries) < 1000:
                 break
@@ -256,36 +356,43 @@ class ClusterLink:
             metrics.CLUSTER_GAPS.labels("refilled").inc()
             log.info("cluster subscription restored: %d missed events delivered from the replay log", delivered)
 
-    def _handle(self, data: bytes | str) -> None:
+    def _receive(self, data: bytes | str) -> None:
+        """One message from the cluster channel. Total: nothing a message holds can end the subscriber."""
         try:
-            msg = json.loads(data)
-            kind = msg["type"]
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignoring a malformed cluster message")
+            message = parse_message(data)
+        except InvalidWire as exc:
+            self._dropped(exc.reason, "cluster message")
             return
-        if kind == "heartbeat":
-            if msg.get("node_id") != self.node_id:
-                self.nodes[msg["node_id"]] = NodeInfo(msg["node_id"], int(msg.get("connections", 0)),
-                                                      int(msg.get("pool_max", 0)), float(msg.get("timestamp", time.time())))
-        elif kind == "event":
-            self._handle_event(msg)
+        try:
+            if isinstance(message, Heartbeat):
+                if message.node_id != self.node_id:
+                    self.nodes[message.node_id] = NodeInfo(message.node_id, message.connections,
+                                                           message.pool_max, message.timestamp)
+            else:
+                self._handle_event(message)
+        except Exception:  # a bug, not an input: count it, keep the subscription
+            metrics.CLUSTER_DROPPED.labels("handler_error").inc()
+            self._drop_log(logging.ERROR, "cluster message not handled (a bug): %s", _traceback())
 
-    def _handle_event(self, msg: dict[str, Any]) -> None:
-        sid = msg.get("sid")
+    def _dropped(self, reason: str, what: str) -> None:
+        metrics.CLUSTER_DROPPED.labels(reason).inc()
+        self._drop_log(logging.WARNING, "ignoring an invalid %s (%s)", what, reason)
+
+    def _handle_event(self, message: EventMessage) -> None:
+        sid = message.sid
         if sid is not None:
             key = sid_key(sid)
             if self.position is not None and key <= self.position:
                 return  # already delivered (the catch-up and the live subscription overlap)
             self.position = key
-        if msg.get("origin_node") == self.node_id:
+        if message.origin_node == self.node_id:
             return  # our own echo: delivered locally before it was published
-        event = Event.from_wire(msg)
+        event = message.event
         event.stream_id = sid
         self.hub.deliver(event)
         metrics.CLUSTER_RECEIVED.inc()
-        ts = msg.get("ts")
-        if isinstance(ts, int | float):
-            metrics.CLUSTER_LAG.observe(max(0.0, time.time() - ts))
+        if message.ts is not None:
+            metrics.CLUSTER_LAG.observe(max(0.0, time.time() - message.ts))
 
     # -- heartbeats and the cluster view ----------------------------------------------------------
     async def _heartbeat(self) -> None:
@@ -295,6 +402,7 @@ class ClusterLink:
                    "timestamp": time.time(), "connections": self._local_connections(), "pool_max": self.pool_max}
             try:
                 await self.redis.publish(CHANNEL, json.dumps(msg, separators=(",", ":")))
+                self.task_health["heartbeat"].ok()
             except (RedisError, OSError) as exc:
                 beat_log(logging.WARNING, "cluster heartbeat not sent: %s", exc)
             self.prune()
@@ -316,8 +424,43 @@ class ClusterLink:
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._publisher()), loop.create_task(self._subscriber()),
-                       loop.create_task(self._heartbeat())]
+        self._tasks = [loop.create_task(self._supervise("publisher", self._publisher)),
+                       loop.create_task(self._supervise("subscriber", self._subscriber)),
+                       loop.create_task(self._supervise("heartbeat", self._heartbeat))]
+
+    async def _supervise(self, name: str, run: Callable[[], Any]) -> None:
+        """Run one of the link's loops for good: if it ever ends, log why and start it again after a
+        jittered backoff. Each loop marks its rounds in task_health, which health reports."""
+        health = self.task_health[name]
+        delay = 0.1
+        while True:
+            started = time.monotonic()
+            try:
+                await run()
+                health.last_error = "ended"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever ended it, the link must go on
+                health.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.error("cluster %s task failed; restarting it: %s", name, _traceback())
+            health.restarts += 1
+            metrics.CLUSTER_TASK_RESTARTS.labels(name).inc()
+            if time.monotonic() - started > 60:
+                delay = 0.1  # it ran for a while: this is a new failure, not a crash loop
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 10.0)
+
+    def problems(self) -> list[str]:
+        """The link's tasks that are not doing their rounds, for /api/v1/health."""
+        out = []
+        now = time.monotonic()
+        for name, health in self.task_health.items():
+            idle_publisher = name == "publisher" and not self._backlog
+            if not idle_publisher and now - health.last_ok > health.stale_after:
+                out.append(f"cluster {name} task stuck or failing: no round for {now - health.last_ok:.0f} s"
+                           + (f" (restarted {health.restarts} times; last error: {health.last_error})"
+                              if health.restarts else ""))
+        return out
 
     async def stop(self, flush_timeout: float = 2.0) -> None:
         if self._backlog:
@@ -327,3 +470,9 @@ class ClusterLink:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _traceback() -> str:
+    import traceback
+
+    return traceback.format_exc(limit=8)

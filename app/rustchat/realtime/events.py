@@ -16,16 +16,25 @@ MembershipOp = Literal["add_channel", "remove_channel", "add_team", "remove_team
 
 @dataclass(frozen=True)
 class Broadcast:
-    """Who may receive the event: a channel's members, a team's members, or one user."""
+    """Who may receive the event: a channel's members, a team's members, or one user.
+
+    An event with none of these reaches nobody. Every session of the process is a scope of its
+    own, `everyone`, which only this process's own server events use (`resync`); it never
+    crosses the cluster, so no message on the cluster channel can reach every session."""
 
     channel_id: str = ""
     team_id: str = ""
     user_id: str = ""
     omit_user_id: str = ""  # internal: e.g. the typist does not get their own `typing`
     team_ids: tuple[str, ...] = ()  # internal: members of any of these teams, each once (presence)
+    everyone: bool = False  # internal, local only: every session of this process
 
     def public(self) -> dict[str, str]:
         return {"channel_id": self.channel_id, "team_id": self.team_id, "user_id": self.user_id}
+
+    @property
+    def scoped(self) -> bool:
+        return bool(self.team_ids or self.channel_id or self.team_id or self.user_id)
 
 
 @dataclass(frozen=True)
@@ -71,20 +80,52 @@ class Event:
 
     @classmethod
     def from_wire(cls, msg: dict[str, Any]) -> Event:
-        b = msg.get("broadcast") or {}
-        return cls(
-            event=str(msg["event"]),
-            data=msg.get("data") or {},
-            broadcast=Broadcast(
-                channel_id=b.get("channel_id", ""),
-                team_id=b.get("team_id", ""),
-                user_id=b.get("user_id", ""),
-                omit_user_id=b.get("omit_user_id", ""),
-                team_ids=tuple(b.get("team_ids") or ()),
-            ),
-            membership=tuple(MembershipChange(op, uid, tid) for op, uid, tid in msg.get("membership", ())),
-            eid=str(msg.get("eid", "")),
-        )
+        """The event of a cluster message or replay-log entry, validated: InvalidWire if it is not one."""
+        name = msg.get("event")
+        if not isinstance(name, str) or not name or len(name) > 64:
+            raise InvalidWire("event_name")
+        data = msg.get("data")
+        if not isinstance(data, dict):
+            raise InvalidWire("data")
+        b = msg.get("broadcast")
+        if not isinstance(b, dict):
+            raise InvalidWire("broadcast")
+        scope = {k: b.get(k, "") for k in ("channel_id", "team_id", "user_id", "omit_user_id")}
+        team_ids = b.get("team_ids") or []
+        if not all(isinstance(v, str) for v in scope.values()) or not isinstance(team_ids, list) \
+                or not all(isinstance(t, str) for t in team_ids):
+            raise InvalidWire("broadcast")
+        broadcast = Broadcast(**scope, team_ids=tuple(team_ids))
+        if not broadcast.scoped:
+            raise InvalidWire("no_scope")
+        membership = msg.get("membership") or []
+        if not isinstance(membership, list):
+            raise InvalidWire("membership")
+        changes = []
+        for item in membership:
+            if (not isinstance(item, list) or len(item) != 3 or item[0] not in MEMBERSHIP_OPS
+                    or not isinstance(item[1], str) or not isinstance(item[2], str)):
+                raise InvalidWire("membership")
+            changes.append(MembershipChange(item[0], item[1], item[2]))
+        eid = msg.get("eid", "")
+        event = cls(event=name, data=data, broadcast=broadcast, membership=tuple(changes),
+                    eid=eid if isinstance(eid, str) else "")
+        try:
+            event.tail()  # encodable for clients (no lone surrogates), once, here at the edge
+        except (TypeError, ValueError) as exc:
+            raise InvalidWire("unencodable") from exc
+        return event
+
+
+class InvalidWire(ValueError):
+    """A cluster message or replay-log entry that is not a valid event; `reason` names the flaw."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+MEMBERSHIP_OPS = frozenset(("add_channel", "remove_channel", "add_team", "remove_team"))
 
 
 def frame(seq: int, tail: bytes) -> bytes:

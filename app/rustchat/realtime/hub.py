@@ -97,7 +97,12 @@ class Hub:
                 self._apply(change)
         recipients = self._recipients(event)
         if recipients:
-            tail = event.tail()
+            try:
+                tail = event.tail()
+            except (TypeError, ValueError):  # e.g. a lone surrogate: not sendable, to anyone
+                metrics.EVENTS_DROPPED.labels("unencodable").inc()
+                log.warning("event %s not delivered: it cannot be encoded as UTF-8 JSON", event.event)
+                recipients = []
             for session in recipients:
                 session.push(tail, event)
         for change in event.membership:
@@ -117,8 +122,11 @@ class Hub:
             pool = self._by_team.get(b.team_id, ())
         elif b.user_id:
             pool = self._by_user.get(b.user_id, ())
-        else:
+        elif b.everyone:
             pool = self.sessions.values()
+        else:
+            metrics.EVENTS_DROPPED.labels("no_scope").inc()  # never "everyone" by omission
+            pool = ()
         if b.omit_user_id:
             return [s for s in pool if s.user_id != b.omit_user_id]
         return list(pool)

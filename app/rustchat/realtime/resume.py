@@ -98,7 +98,7 @@ def visible(event: Event, user_id: str, channels: set[str], teams: set[str]) -> 
         return b.team_id in teams
     if b.user_id:
         return b.user_id == user_id
-    return True
+    return b.everyone
 
 
 def _apply(event: Event, user_id: str, channels: set[str], teams: set[str], when: str) -> None:

@@ -17,10 +17,11 @@ from urllib.parse import urlsplit
 from aiohttp import WSMsgType, web
 
 from rustchat import __version__, keys
-from rustchat.api.middleware import TOKEN, USER
+from rustchat.api.middleware import TOKEN, TOKEN_REJECTED, USER
 from rustchat.auth import tokens
 from rustchat.db.pool import DatabaseUnavailable
 from rustchat.errors import ApiError
+from rustchat.ids import ID_RE
 from rustchat.realtime import resume
 from rustchat.realtime.events import Broadcast, Event, encode
 from rustchat.realtime.outbox import SocketWriter
@@ -124,8 +125,10 @@ async def _challenge(ws: web.WebSocketResponse, app: web.Application) -> tuple[d
         req = json.loads(msg.data)
         seq = req.get("seq")
         token = req["data"]["token"] if req.get("action") == "authentication_challenge" else None
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         req, seq, token = None, None, None
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        seq = None  # echoed in the reply: only what was valid
     if not isinstance(token, str):
         await ws.send_str(_reply(seq, False, error=("api.websocket.auth_required", "Send authentication_challenge first")).decode())
         await ws.close(code=CLOSE_POLICY, message=b"authentication required")
@@ -262,6 +265,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if not ws.can_prepare(request).ok:
         raise ApiError(400, "api.websocket.upgrade_required", "This endpoint only accepts WebSocket upgrades")
 
+    if request.get(TOKEN_REJECTED):
+        raise ApiError(401, "api.unauthorized", "Invalid or expired token")
     user, token, challenge_seq = request.get(USER), request.get(TOKEN), None
     claim = None
     if user is not None:
@@ -354,7 +359,7 @@ async def _read_loop(request: web.Request, ws: web.WebSocketResponse, session: S
 def _handle_action(request: web.Request, session: Session, user: dict, text: str, typing_at: dict[str, float]) -> None:
     try:
         req = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays or objects nested thousands deep
         session.send_control(_reply(None, False, error=("api.websocket.invalid_json", "Frame is not valid JSON")))
         return
     if not isinstance(req, dict):
@@ -381,7 +386,8 @@ def _handle_action(request: web.Request, session: Session, user: dict, text: str
         if not isinstance(channel_id, str) or channel_id not in session.channels:
             session.send_control(_reply(seq, False, error=("api.websocket.not_member", "Not a member of that channel")))
             return
-        if not isinstance(parent_id, str) or len(parent_id) > 64:
+        # An id or nothing: anything else (a lone surrogate, say) would reach every member's socket.
+        if not isinstance(parent_id, str) or (parent_id and not ID_RE.match(parent_id)):
             session.send_control(_reply(seq, False, error=("api.websocket.invalid_data", "'parent_id' must be a post id")))
             return
         session.send_control(_reply(seq))
