@@ -3,6 +3,7 @@ and one `rustchat serve`, all joined through one Redis and one PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -228,6 +229,54 @@ async def test_resume_on_another_process_delivers_exactly_the_missed_events(clus
     await again.close()
 
 
+async def test_resume_elsewhere_follows_the_database_when_a_removal_was_lost(cluster, cluster_admin: Api,  # noqa: ANN001
+                                                                             http: aiohttp.ClientSession,
+                                                                             own_redis) -> None:
+    """Bob is removed from a channel while disconnected, and the removal's event is lost from the
+    replay log (as in a Redis restart without persistence). Resuming on another process, he gets
+    nothing more of that channel: the replay follows PostgreSQL's memberships, not the snapshot
+    his old node saved when he left."""
+    await wait_for(lambda: _five(cluster_admin))
+    team = await cluster_admin.new_team()
+    channel = await cluster_admin.new_channel(team, "private")
+    bob = await cluster_admin.new_user()
+    await cluster_admin.post(f"/api/v1/teams/{team['id']}/members", {"user_id": bob.user["id"]})
+    await cluster_admin.post(f"/api/v1/channels/{channel['id']}/members", {"user_id": bob.user["id"]})
+    path = f"/api/v1/channels/{channel['id']}/posts"
+    sock = await Api(http, cluster["c"].url, bob.token).ws(cluster["c"].ws_url)
+    conn_id = sock.hello["data"]["connection_id"]
+    await cluster_admin.post(path, {"message": "seen"})
+    seen = await sock.next_event(timeout=10, name="posted")
+    await sock.close()
+
+    status, _ = await cluster_admin.delete(f"/api/v1/channels/{channel['id']}/members/{bob.user['id']}")
+    assert status == 200
+    client = aioredis.Redis.from_url(own_redis.url)
+    removal = None
+    for _ in range(50):  # published asynchronously: wait for it to reach the log
+        for sid, fields in await client.xrevrange("rustchat:cluster:ws:log", count=50):
+            message = json.loads(fields[b"m"])
+            if message["event"] == "user_removed" and message["data"]["user_id"] == bob.user["id"]:
+                removal = sid
+                break
+        if removal:
+            break
+        await asyncio.sleep(0.1)
+    assert removal is not None
+    await client.xdel("rustchat:cluster:ws:log", removal)
+    await client.aclose()
+    status, after = await cluster_admin.post(path, {"message": "after the removal"})
+    assert status == 201
+
+    resumed = await Api(http, cluster["b"].url, bob.token).ws(
+        f"{cluster['b'].ws_url}?connection_id={conn_id}&sequence_number={seen['seq']}")
+    assert resumed.hello["data"]["connection_id"] == conn_id  # resumed, not a fresh connection
+    leaked = [e for e in await resumed.events_for(1.0)
+              if e["event"] == "posted" and e["data"]["post"]["channel_id"] == channel["id"]]
+    assert leaked == []
+    await resumed.close()
+
+
 async def test_killed_process_leaves_the_cluster_view(cluster, cluster_admin: Api) -> None:  # noqa: ANN001
     await wait_for(lambda: _five(cluster_admin))
     status, c_health = await Api(cluster_admin.session, cluster["c"].url).get("/api/v1/health")
@@ -255,3 +304,4 @@ async def test_multiple_workers_without_redis_refuse_to_start(new_database) -> N
     log = srv.log()
     assert "RUSTCHAT_REDIS_URL" in log and "islands" in log
     srv.stop()
+

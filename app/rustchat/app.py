@@ -32,7 +32,7 @@ from rustchat.db import migrations
 from rustchat.db.pool import Pool
 from rustchat.errors import ApiError
 from rustchat.node import new_node_id
-from rustchat.realtime import connections, websocket
+from rustchat.realtime import connections, revocation, websocket
 from rustchat.realtime.cluster import ClusterLink
 from rustchat.realtime.hub import Hub
 from rustchat.realtime.publisher import Publisher
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 DATABASE_URL: web.AppKey[str] = web.AppKey("database_url", str)
 REDIS_TIMEOUT = 2.0
+# Per process: the subscriber holds one, every other command borrows one for a round trip.
+REDIS_MAX_CONNECTIONS = 64
 
 
 async def ensure_admin(db: Pool, settings: Settings) -> None:
@@ -89,9 +91,14 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         app[keys.REDIS] = None
         yield
         return
-    client = aioredis.Redis.from_url(
-        url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT, health_check_interval=10
+    # A pool that waits for a free connection (up to REDIS_TIMEOUT) when all are busy: redis-py's
+    # default pool raises `Too many connections` instead, which lost the resume state of clients
+    # when a thousand sockets closed at once.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_TIMEOUT,
+        socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT, health_check_interval=10,
     )
+    client = aioredis.Redis.from_pool(pool)
     try:
         await client.ping()
     except (aioredis.RedisError, OSError) as exc:
@@ -190,7 +197,7 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     app[keys.HUB] = hub
     app[keys.PUBLISHER] = Publisher(hub, app[keys.NODE_ID])
     app[DRAINING] = asyncio.Event()
-    app.cleanup_ctx.extend([_database, _site, _redis, _cluster, _hub])
+    app.cleanup_ctx.extend([_database, _site, _redis, _cluster, _hub, revocation.token_checks])
     app.on_shutdown.append(drain)
     app.on_response_prepare.append(_close_while_draining)
     connections.setup(app)

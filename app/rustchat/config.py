@@ -43,6 +43,7 @@ class Settings:
     admin_email: str | None = None
     pool: PoolSettings = field(default_factory=PoolSettings)
     token_ttl_secs: int = 30 * 24 * 3600
+    token_check_secs: float = 30.0
     login_max_failures_per_account: int = 10
     login_max_failures_per_address: int = 50
     login_failure_window_secs: int = 900
@@ -209,6 +210,8 @@ FIELDS: tuple[Field, ...] = (
     Field("RUSTCHAT_ADMIN_PASSWORD", "admin_password", _text(), "first admin's password", secret=True),
     Field("RUSTCHAT_ADMIN_EMAIL", "admin_email", _text(), "first admin's email (default USER@localhost)"),
     Field("RUSTCHAT_AUTH__TOKEN_TTL_SECS", "token_ttl_secs", _int(1), "bearer token lifetime"),
+    Field("RUSTCHAT_AUTH__TOKEN_CHECK_SECS", "token_check_secs", _float(strictly_positive=True),
+          "how often each process re-checks its open sockets' tokens (expiry, revocation) in PostgreSQL"),
     Field("RUSTCHAT_AUTH__MAX_FAILED_LOGINS_PER_ACCOUNT", "login_max_failures_per_account", _int(1),
           "failed logins per account within the window before 429"),
     Field("RUSTCHAT_AUTH__MAX_FAILED_LOGINS_PER_ADDRESS", "login_max_failures_per_address", _int(1),

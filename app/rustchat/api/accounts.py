@@ -19,6 +19,7 @@ from rustchat.api.validation import (
 )
 from rustchat.auth import login_limits, passwords, tokens
 from rustchat.errors import ApiError, not_found
+from rustchat.realtime import revocation
 from rustchat.store import users
 
 routes = web.RouteTableDef()
@@ -73,10 +74,8 @@ async def logout(request: web.Request) -> web.Response:
     require_user(request)
     token = request[TOKEN]
     await tokens.revoke(request.app[keys.DB], token)
-    # Sockets opened with this token stop receiving at once.
-    request.app[keys.HUB].close_sessions(
-        lambda s: s.token_hash == tokens.digest(token), 4001, b"session revoked"
-    )
+    # Sockets opened with this token stop receiving at once, on every process.
+    await revocation.revoke(request.app, tokens.digest(token))
     return web.json_response({"status": "OK"})
 
 

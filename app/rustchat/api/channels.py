@@ -13,6 +13,7 @@ from rustchat.api.middleware import require_user
 from rustchat.api.teams import NAME_PATTERN, MemberBody
 from rustchat.api.validation import Body, Id, Text, path_id, read_body, read_json_value, validate
 from rustchat.errors import ApiError, forbidden, not_found
+from rustchat.realtime import events
 from rustchat.realtime.events import Broadcast, Event, MembershipChange
 from rustchat.store import channels, teams, users
 
@@ -42,7 +43,7 @@ async def create_channel(request: web.Request) -> web.Response:
     channel = await channels.create(db, team["id"], body.name, body.display_name, body.type, user["id"])
     broadcast = Broadcast(team_id=team["id"]) if body.type == "public" else Broadcast(user_id=user["id"])
     request.app[keys.PUBLISHER].publish(
-        Event("channel_created", {"channel_id": channel["id"], "team_id": team["id"], "channel": channel},
+        Event(events.CHANNEL_CREATED, {"channel_id": channel["id"], "team_id": team["id"], "channel": channel},
               broadcast, (MembershipChange("add_channel", user["id"], channel["id"]),))
     )
     return web.json_response(channel, status=201)
@@ -63,7 +64,7 @@ async def create_direct(request: web.Request) -> web.Response:
     channel, created = await channels.get_or_create_direct(db, ids[0], ids[1], user["id"])
     if created:
         request.app[keys.PUBLISHER].publish(
-            Event("direct_added", {"channel_id": channel["id"], "channel": channel, "user_ids": sorted(set(ids))},
+            Event(events.DIRECT_ADDED, {"channel_id": channel["id"], "channel": channel, "user_ids": sorted(set(ids))},
                   Broadcast(channel_id=channel["id"]),
                   tuple(MembershipChange("add_channel", uid, channel["id"]) for uid in sorted(set(ids))))
         )
@@ -108,7 +109,7 @@ async def add_channel_member(request: web.Request) -> web.Response:
     row, created = await channels.add_member(db, channel["id"], body.user_id)
     if created:
         request.app[keys.PUBLISHER].publish(
-            Event("user_added", {"user_id": body.user_id, "channel_id": channel["id"], "team_id": channel["team_id"],
+            Event(events.USER_ADDED, {"user_id": body.user_id, "channel_id": channel["id"], "team_id": channel["team_id"],
                                  "adder_id": user["id"]},
                   Broadcast(channel_id=channel["id"]), (MembershipChange("add_channel", body.user_id, channel["id"]),))
         )
@@ -128,7 +129,7 @@ async def remove_channel_member(request: web.Request) -> web.Response:
     if not await channels.remove_member(db, channel["id"], target):
         raise not_found("member")
     request.app[keys.PUBLISHER].publish(
-        Event("user_removed", {"user_id": target, "channel_id": channel["id"], "remover_id": user["id"]},
+        Event(events.USER_REMOVED, {"user_id": target, "channel_id": channel["id"], "remover_id": user["id"]},
               Broadcast(channel_id=channel["id"]), (MembershipChange("remove_channel", target, channel["id"]),))
     )
     return web.json_response({"status": "OK"})

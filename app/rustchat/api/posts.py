@@ -24,6 +24,7 @@ from rustchat.api.validation import (
     validate,
 )
 from rustchat.errors import ApiError, bad_request, forbidden, not_found
+from rustchat.realtime import events
 from rustchat.realtime.events import Broadcast, Event
 from rustchat.store import posts
 
@@ -99,7 +100,7 @@ async def create_post(request: web.Request) -> web.Response:
     else:
         row = await posts.create(db, channel["id"], user["id"], body.message, body.root_id)
     post = posts.public(row)
-    _publish(request, "posted", channel, {"post": post, "channel_type": channel["type"], "sender_name": user["username"]})
+    _publish(request, events.POSTED, channel, {"post": post, "channel_type": channel["type"], "sender_name": user["username"]})
     return web.json_response(post, status=201)
 
 
@@ -146,7 +147,7 @@ async def edit_post(request: web.Request) -> web.Response:
     if row is None:
         raise not_found("post")
     out = posts.public(row)
-    _publish(request, "post_edited", channel, {"post": out})
+    _publish(request, events.POST_EDITED, channel, {"post": out})
     return web.json_response(out)
 
 
@@ -160,7 +161,7 @@ async def delete_post(request: web.Request) -> web.Response:
     if row is None:
         raise not_found("post")
     out = posts.public(row)
-    _publish(request, "post_deleted", channel, {"post": out, "delete_by": user["id"]})
+    _publish(request, events.POST_DELETED, channel, {"post": out, "delete_by": user["id"]})
     return web.json_response(out)
 
 
@@ -196,7 +197,7 @@ async def add_reaction(request: web.Request) -> web.Response:
     body = await read_body(request, ReactionBody)
     reaction, created = await posts.add_reaction(request.app[keys.DB], post["id"], user["id"], body.emoji_name)
     if created:
-        _publish(request, "reaction_added", channel, {"reaction": reaction})
+        _publish(request, events.REACTION_ADDED, channel, {"reaction": reaction})
     return web.json_response(reaction, status=201 if created else 200)
 
 
@@ -211,5 +212,5 @@ async def remove_reaction(request: web.Request) -> web.Response:
     reaction = await posts.remove_reaction(request.app[keys.DB], post["id"], user["id"], emoji)
     if reaction is None:
         raise not_found("reaction")
-    _publish(request, "reaction_removed", channel, {"reaction": reaction})
+    _publish(request, events.REACTION_REMOVED, channel, {"reaction": reaction})
     return web.json_response({"status": "OK"})

@@ -17,6 +17,7 @@ from rustchat.api.access import writable_channel
 from rustchat.api.middleware import require_user
 from rustchat.api.validation import Body, Id, read_body
 from rustchat.errors import not_found
+from rustchat.realtime import events
 from rustchat.realtime.events import Broadcast, Event
 from rustchat.store import channels
 
@@ -44,6 +45,6 @@ async def view_channel(request: web.Request) -> web.Response:
     if viewed is None:
         raise not_found("member")  # left the channel a moment ago
     request.app[keys.PUBLISHER].publish(
-        Event("channel_viewed", {"channel_id": channel["id"], "last_viewed_at": viewed}, Broadcast(user_id=user["id"]))
+        Event(events.CHANNEL_VIEWED, {"channel_id": channel["id"], "last_viewed_at": viewed}, Broadcast(user_id=user["id"]))
     )
     return web.json_response({"status": "OK", "channel_id": channel["id"], "last_viewed_at": viewed})

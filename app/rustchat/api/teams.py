@@ -9,6 +9,7 @@ from rustchat.api.access import team_for_member
 from rustchat.api.middleware import require_user
 from rustchat.api.validation import Body, Id, Text, path_id, read_body
 from rustchat.errors import ApiError, forbidden, not_found
+from rustchat.realtime import events
 from rustchat.realtime.events import Broadcast, Event, MembershipChange
 from rustchat.store import channels, teams, users
 
@@ -32,7 +33,7 @@ async def create_team(request: web.Request) -> web.Response:
     body = await read_body(request, CreateTeamBody)
     team = await teams.create(request.app[keys.DB], body.name, body.display_name, user["id"])
     request.app[keys.PUBLISHER].publish(
-        Event("added_to_team", {"team_id": team["id"], "user_id": user["id"]}, Broadcast(user_id=user["id"]),
+        Event(events.ADDED_TO_TEAM, {"team_id": team["id"], "user_id": user["id"]}, Broadcast(user_id=user["id"]),
               (MembershipChange("add_team", user["id"], team["id"]),))
     )
     return web.json_response(team, status=201)
@@ -80,7 +81,7 @@ async def add_team_member(request: web.Request) -> web.Response:
     row, created = await teams.add_member(db, team["id"], body.user_id)
     if created:
         request.app[keys.PUBLISHER].publish(
-            Event("added_to_team", {"team_id": team["id"], "user_id": body.user_id}, Broadcast(user_id=body.user_id),
+            Event(events.ADDED_TO_TEAM, {"team_id": team["id"], "user_id": body.user_id}, Broadcast(user_id=body.user_id),
                   (MembershipChange("add_team", body.user_id, team["id"]),))
         )
     return web.json_response(row, status=201 if created else 200)
@@ -100,7 +101,7 @@ async def remove_team_member(request: web.Request) -> web.Response:
     changes = [MembershipChange("remove_team", target, team["id"])]
     changes += [MembershipChange("remove_channel", target, ch) for ch in left_channels]
     request.app[keys.PUBLISHER].publish(
-        Event("leave_team", {"team_id": team["id"], "user_id": target, "remover_id": user["id"]},
+        Event(events.LEAVE_TEAM, {"team_id": team["id"], "user_id": target, "remover_id": user["id"]},
               Broadcast(team_id=team["id"]), tuple(changes))
     )
     return web.json_response({"status": "OK"})

@@ -34,8 +34,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from rustchat import metrics
+from rustchat.realtime import events
 from rustchat.realtime.events import Broadcast, Event, InvalidWire
 from rustchat.realtime.hub import Hub
+from rustchat.realtime.session import CLOSE_REVOKED
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,16 @@ class Heartbeat:
 
 
 @dataclass(frozen=True)
+class Revoke:
+    """A token was revoked: every process closes the sockets opened with it."""
+
+    token_hash: str
+
+
+_TOKEN_HASH = re.compile(r"^[0-9a-f]{64}\Z")
+
+
+@dataclass(frozen=True)
 class EventMessage:
     origin_node: str
     sid: str | None  # the replay-log id; set on published copies and on entries read back
@@ -79,7 +91,7 @@ class EventMessage:
     event: Event
 
 
-def parse_message(data: bytes | str, sid: str | None = None) -> Heartbeat | EventMessage:
+def parse_message(data: bytes | str, sid: str | None = None) -> Heartbeat | Revoke | EventMessage:
     """One message of the cluster channel, or one replay-log entry (`sid` given), validated into a
     typed value: InvalidWire (with a reason for the metric) for anything else."""
     if len(data) > MAX_MESSAGE_BYTES:
@@ -100,6 +112,11 @@ def parse_message(data: bytes | str, sid: str | None = None) -> Heartbeat | Even
         if not isinstance(timestamp, int | float) or isinstance(timestamp, bool) or not math.isfinite(timestamp):
             raise InvalidWire("heartbeat")
         return Heartbeat(node_id, connections, pool_max, float(timestamp))
+    if kind == "revoke" and sid is None:
+        token_hash = msg.get("token_hash")
+        if not isinstance(token_hash, str) or not _TOKEN_HASH.match(token_hash):
+            raise InvalidWire("revoke")
+        return Revoke(token_hash)
     if kind == "event":
         origin = msg.get("origin_node")
         if not isinstance(origin, str) or not 0 < len(origin) <= 128:
@@ -331,7 +348,7 @@ class ClusterLink:
                     # Our last entry has been trimmed away: some events can no longer be replayed.
                     metrics.CLUSTER_GAPS.labels("resync").inc()
                     log.warning("cluster subscription gap older than the replay log; telling clients to resync")
-                    self.hub.deliver(Event("resync", {"reason": "cluster_gap"}, Broadcast(everyone=True)))
+                    self.hub.deliver(Event(events.RESYNC, {"reason": "cluster_gap"}, Broadcast(everyone=True)))
                     if entries:
                         self.position = sid_key(entries[0][0])
             fresh = [(sid, fields) for sid, fields in entries if sid_key(sid) > self.position]
@@ -368,6 +385,11 @@ class ClusterLink:
                 if message.node_id != self.node_id:
                     self.nodes[message.node_id] = NodeInfo(message.node_id, message.connections,
                                                            message.pool_max, message.timestamp)
+            elif isinstance(message, Revoke):
+                closed = self.hub.close_sessions(lambda s: s.token_hash == message.token_hash, CLOSE_REVOKED,
+                                                 b"session revoked")
+                if closed:
+                    log.info("closed %d WebSocket connections of a token revoked on another process", closed)
             else:
                 self._handle_event(message)
         except Exception:  # a bug, not an input: count it, keep the subscription
@@ -393,6 +415,15 @@ class ClusterLink:
         metrics.CLUSTER_RECEIVED.inc()
         if message.ts is not None:
             metrics.CLUSTER_LAG.observe(max(0.0, time.time() - message.ts))
+
+    async def announce_revocation(self, token_hash: str) -> None:
+        """Tell every process to close the sockets of a revoked token (best effort: the periodic
+        token check in realtime.revocation catches what a lost message misses)."""
+        msg = {"type": "revoke", "origin_node": self.node_id, "token_hash": token_hash}
+        try:
+            await self.redis.publish(CHANNEL, json.dumps(msg, separators=(",", ":")))
+        except (RedisError, OSError) as exc:
+            log.warning("revocation not announced to the cluster (the token check will close its sockets): %s", exc)
 
     # -- heartbeats and the cluster view ----------------------------------------------------------
     async def _heartbeat(self) -> None:

@@ -13,6 +13,30 @@ from typing import Any, Literal
 
 MembershipOp = Literal["add_channel", "remove_channel", "add_team", "remove_team"]
 
+# Every event the server sends, by name: each is built with one of these constants. docs/api.md
+# lists each one and the web client handles each one (tests/test_docs.py checks both), and an
+# event of any other name is refused, also when it arrives over the cluster.
+HELLO = "hello"  # the first frame of a connection (realtime.websocket builds it)
+POSTED = "posted"
+POST_EDITED = "post_edited"
+POST_DELETED = "post_deleted"
+REACTION_ADDED = "reaction_added"
+REACTION_REMOVED = "reaction_removed"
+TYPING = "typing"
+STATUS_CHANGE = "status_change"
+CHANNEL_VIEWED = "channel_viewed"
+USER_ADDED = "user_added"
+USER_REMOVED = "user_removed"
+CHANNEL_CREATED = "channel_created"
+DIRECT_ADDED = "direct_added"
+ADDED_TO_TEAM = "added_to_team"
+LEAVE_TEAM = "leave_team"
+RESYNC = "resync"  # local only: events were lost, refetch
+EVENT_NAMES = frozenset((
+    HELLO, POSTED, POST_EDITED, POST_DELETED, REACTION_ADDED, REACTION_REMOVED, TYPING, STATUS_CHANGE,
+    CHANNEL_VIEWED, USER_ADDED, USER_REMOVED, CHANNEL_CREATED, DIRECT_ADDED, ADDED_TO_TEAM, LEAVE_TEAM, RESYNC,
+))
+
 
 @dataclass(frozen=True)
 class Broadcast:
@@ -58,6 +82,10 @@ class Event:
     seqno: int = field(default=0, repr=False, compare=False)  # the cluster link's publish counter
     _tail: bytes | None = field(default=None, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        if self.event not in EVENT_NAMES:
+            raise ValueError(f"unknown event {self.event!r}: add it to realtime/events.py's vocabulary")
+
     def tail(self) -> bytes:
         if self._tail is None:
             body = json.dumps(
@@ -82,7 +110,7 @@ class Event:
     def from_wire(cls, msg: dict[str, Any]) -> Event:
         """The event of a cluster message or replay-log entry, validated: InvalidWire if it is not one."""
         name = msg.get("event")
-        if not isinstance(name, str) or not name or len(name) > 64:
+        if name not in EVENT_NAMES or name in (HELLO, RESYNC):  # those two never cross the cluster
             raise InvalidWire("event_name")
         data = msg.get("data")
         if not isinstance(data, dict):

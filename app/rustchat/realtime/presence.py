@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from rustchat.realtime import events
 from rustchat.realtime.events import Broadcast, Event
 from rustchat.realtime.limits import RedisConnectionLimiter
 from rustchat.store import teams
@@ -90,7 +91,7 @@ class Presence:
         if current != status:
             return  # superseded by a later transition, which announces itself
         self.publisher.publish(Event(
-            "status_change", {"user_id": user_id, "status": status},
+            events.STATUS_CHANGE, {"user_id": user_id, "status": status},
             Broadcast(team_ids=tuple(sorted(team_ids)), omit_user_id=user_id),
         ))
         self.announced += 1

@@ -21,8 +21,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from rustchat.realtime.cluster import STREAM, ClusterLink, sid_key
-from rustchat.realtime.events import Event
+from rustchat import metrics
+from rustchat.realtime.cluster import STREAM, ClusterLink, EventMessage, parse_message, sid_key
+from rustchat.realtime.events import Event, InvalidWire
 from rustchat.realtime.session import Session
 
 log = logging.getLogger(__name__)
@@ -71,11 +72,46 @@ async def save(redis: aioredis.Redis, link: ClusterLink, snap: Snapshot, node_id
 
 
 async def load(redis: aioredis.Redis, session_id: str) -> dict[str, Any] | None:
+    """The saved record, or None when there is none or it is not a valid one (it came over Redis)."""
     try:
         raw = await redis.get(KEY.format(session_id))
     except (RedisError, OSError):
         return None
-    return json.loads(raw) if raw else None
+    if not raw:
+        return None
+    try:
+        record = json.loads(raw)
+    except (ValueError, RecursionError):
+        record = None
+    if not _valid_record(record):
+        log.warning("ignoring an invalid resume record for session %s", session_id)
+        return None
+    return record
+
+
+def _valid_record(record: Any) -> bool:
+    if not isinstance(record, dict):
+        return False
+    strings = ("node", "user_id", "position")
+    if not all(isinstance(record.get(k), str) for k in strings) or not _is_sid(record["position"]):
+        return False
+    seq = record.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        return False
+    if not all(isinstance(record.get(k), list) and all(isinstance(v, str) for v in record[k]) for k in ("channels", "teams")):
+        return False
+    entries = record.get("entries")
+    return isinstance(entries, list) and all(
+        isinstance(e, list) and len(e) == 2 and isinstance(e[0], int) and not isinstance(e[0], bool)
+        and isinstance(e[1], str) and _is_sid(e[1]) for e in entries)
+
+
+def _is_sid(value: str) -> bool:
+    try:
+        sid_key(value)
+    except ValueError:
+        return False
+    return True
 
 
 async def mark_taken(redis: aioredis.Redis, session_id: str, node_id: str, ttl: float) -> None:
@@ -113,14 +149,33 @@ def _apply(event: Event, user_id: str, channels: set[str], teams: set[str], when
 
 
 def _event(sid: bytes | str, fields: dict) -> Event:
-    raw = fields.get(b"m") or fields.get("m")
-    event = Event.from_wire(json.loads(raw))
-    event.stream_id = sid.decode() if isinstance(sid, bytes) else sid
-    return event
+    """The replay-log entry's event; InvalidWire when the entry is not one (it came over Redis)."""
+    sid = sid.decode() if isinstance(sid, bytes) else sid
+    message = parse_message(fields.get(b"m") or fields.get("m") or b"", sid=sid)
+    if not isinstance(message, EventMessage):
+        raise InvalidWire("unknown_type")
+    message.event.stream_id = sid
+    return message.event
 
 
-async def replay(redis: aioredis.Redis, record: dict[str, Any], last_seq: int) -> list[tuple[int, Event]] | None:
-    """The (seq, event) pairs the client missed, or None when they cannot all be rebuilt."""
+async def replay(redis: aioredis.Redis, record: dict[str, Any], last_seq: int,
+                 current: tuple[set[str], set[str]] | None = None) -> list[tuple[int, Event]] | None:
+    """The (seq, event) pairs the client missed, or None when they cannot all be rebuilt.
+
+    `current` is the user's (channels, teams) as PostgreSQL has them now: an event after the old
+    node's position reaches the client only if the user may still see its scope (or it announces
+    the user's own membership change), so a member removed meanwhile, by a change this node never
+    heard of, gets nothing more of that channel or team."""
+    try:
+        return await _replay(redis, record, last_seq, current)
+    except InvalidWire as exc:
+        metrics.CLUSTER_DROPPED.labels(exc.reason).inc()
+        log.warning("resume from the replay log failed: an invalid entry (%s)", exc.reason)
+        return None
+
+
+async def _replay(redis: aioredis.Redis, record: dict[str, Any], last_seq: int,
+                  current: tuple[set[str], set[str]] | None) -> list[tuple[int, Event]] | None:
     seq = int(record["seq"])
     if last_seq > seq or last_seq < 0:
         return None
@@ -159,8 +214,13 @@ async def replay(redis: aioredis.Redis, record: dict[str, Any], last_seq: int) -
             continue
         event = _event(sid, fields)
         _apply(event, user_id, channels, teams, "add_")
-        if visible(event, user_id, channels, teams):
+        if visible(event, user_id, channels, teams) and (current is None or still_visible(event, user_id, *current)):
             seq += 1
             out.append((seq, event))
         _apply(event, user_id, channels, teams, "remove_")
     return out
+
+
+def still_visible(event: Event, user_id: str, channels: set[str], teams: set[str]) -> bool:
+    """Whether the user, with the memberships the database has now, may still see the event."""
+    return visible(event, user_id, channels, teams) or any(c.user_id == user_id for c in event.membership)

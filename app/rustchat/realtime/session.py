@@ -16,6 +16,7 @@ from aiohttp import web
 from rustchat.realtime.events import Event, frame
 from rustchat.realtime.outbox import SocketWriter
 
+CLOSE_REVOKED = 4001  # the token was revoked or expired: log in again (realtime.revocation)
 CLOSE_SLOW_CONSUMER = 1013  # "try again later": the client may resume and catch up from the replay log
 
 

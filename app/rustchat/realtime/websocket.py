@@ -22,7 +22,7 @@ from rustchat.auth import tokens
 from rustchat.db.pool import DatabaseUnavailable
 from rustchat.errors import ApiError
 from rustchat.ids import ID_RE
-from rustchat.realtime import resume
+from rustchat.realtime import events, resume
 from rustchat.realtime.events import Broadcast, Event, encode
 from rustchat.realtime.outbox import SocketWriter
 from rustchat.realtime.session import Session
@@ -95,7 +95,7 @@ def _reply(seq: Any, ok: bool = True, *, data: dict | None = None, error: tuple[
 
 def _hello(app: web.Application, session: Session) -> bytes:
     return encode({
-        "event": "hello",
+        "event": events.HELLO,
         "seq": 0,
         "data": {"connection_id": session.id, "node_id": app[keys.NODE_ID], "server_version": __version__},
         "broadcast": {"channel_id": "", "team_id": "", "user_id": session.user_id},
@@ -104,6 +104,8 @@ def _hello(app: web.Application, session: Session) -> bytes:
 
 def _resume_params(request: web.Request) -> tuple[str | None, int | None]:
     conn_id = request.query.get("connection_id") or None
+    if conn_id is not None and not ID_RE.match(conn_id):
+        conn_id = None  # not one of ours: a new connection, as for one that expired
     raw = request.query.get("sequence_number")
     try:
         seq = int(raw) if raw is not None else None
@@ -190,9 +192,10 @@ async def _resume_elsewhere(app: web.Application, user: dict, token: str, record
     session = hub.new_session(user["id"], tokens.digest(token), session_id=record["_id"])
     session.hold()
     try:
-        hub.loaded(session, await channels.channel_ids_for_user(app[keys.DB], user["id"]),
-                   await teams.team_ids_for_user(app[keys.DB], user["id"]))
-        replayed = await resume.replay(app[keys.REDIS], record, last_seq)
+        current = (set(await channels.channel_ids_for_user(app[keys.DB], user["id"])),
+                   set(await teams.team_ids_for_user(app[keys.DB], user["id"])))
+        hub.loaded(session, *current)
+        replayed = await resume.replay(app[keys.REDIS], record, last_seq, current)
     except BaseException:
         hub.remove(session)
         raise
@@ -396,7 +399,7 @@ def _handle_action(request: web.Request, session: Session, user: dict, text: str
             return  # typing is advisory; a client that repeats it faster gains nothing
         typing_at[channel_id] = now
         request.app[keys.PUBLISHER].publish(
-            Event("typing", {"user_id": user["id"], "parent_id": parent_id},
+            Event(events.TYPING, {"user_id": user["id"], "parent_id": parent_id},
                   Broadcast(channel_id=channel_id, omit_user_id=user["id"]))
         )
     else:

@@ -561,6 +561,9 @@ export class Chat {
       case "leave_team":
         this.reloadSidebarSoon();
         break;
+      case "resync": // the server lost events meant for us: refetch the open channel and the sidebar
+        this.resync();
+        break;
       default:
         break;
     }
