@@ -104,6 +104,10 @@ async def test_hostile_websocket_frames_get_errors_and_break_nothing(room: Room,
     assert room.alice.ws.close_code is None  # still open
     await room.post_crosses_both_ways()
     a, b = pair
+    async with room.admin.session.get(f"{a.url}/metrics") as resp:
+        counted = dict(re.findall(r'rustchat_ws_invalid_frames_total\{reason="([a-z_]+)"\} (\S+)', await resp.text()))
+    for reason in ("invalid_data", "invalid_json", "unknown_action", "invalid_seq", "invalid_message"):
+        assert float(counted.get(reason, 0)) >= 1, (reason, counted)
     for srv in (a, b):
         assert "Traceback" not in srv.log()
     assert await wait_for(lambda: _healthy(room.admin), timeout=20)

@@ -15,6 +15,8 @@ disable_created_metrics()
 
 EVENTS_DELIVERED = Counter("rustchat_ws_events_delivered", "Events handed to WebSocket sessions")
 EVENTS_DROPPED = Counter("rustchat_ws_events_dropped", "Events or sessions dropped", ["reason"])
+WS_INVALID_FRAMES = Counter("rustchat_ws_invalid_frames",
+                            "Client WebSocket frames refused at the edge, by the error id answered", ["reason"])
 WS_CONNECTIONS = Gauge("rustchat_ws_connections", "Live WebSocket connections of this process",
                        multiprocess_mode="livesum")
 

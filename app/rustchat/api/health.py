@@ -62,9 +62,12 @@ def problems(app: web.Application, database: dict[str, Any], redis: dict[str, An
         if reason:
             out.append(reason)
     # The cluster-wide limiter reports when it has fallen back to per-process limits.
-    limiter_reason = getattr(app.get(LIMITER), "degraded_reason", None)
+    limiter = app.get(LIMITER)
+    limiter_reason = getattr(limiter, "degraded_reason", None)
     if limiter_reason:
         out.append(limiter_reason)
+    if hasattr(limiter, "problems"):
+        out += limiter.problems()
     return out
 
 

@@ -259,6 +259,7 @@ class RedisConnectionLimiter:
         self.redis: Any = None
         # None while limits are cluster-wide; otherwise why they are per process (shown in health).
         self.degraded_reason: str | None = None
+        self.last_round_ok = time.monotonic()  # the refresher's last complete round (health)
         self.outages = 0
         self._pending_releases: dict[tuple[str, str], None] = {}
         self._task: asyncio.Task[None] | None = None
@@ -385,10 +386,21 @@ class RedisConnectionLimiter:
             await asyncio.sleep(pause)
             try:
                 await asyncio.wait_for(self.run_round(), max(self.refresh_secs, 10.0))
+                self.last_round_ok = time.monotonic()
             except REDIS_ERRORS as exc:
                 self._degrade(exc)
             except Exception:
                 log.exception("connection heartbeat refresh failed")
+
+    def problems(self) -> list[str]:
+        """For /api/v1/health: the refresher not completing rounds while Redis is considered up
+        (a Redis outage is reported as such, through degraded_reason)."""
+        late = time.monotonic() - self.last_round_ok
+        if self._task is None or self.degraded_reason is not None or late <= 3 * self.refresh_secs + 10:
+            return []
+        if self._task.done():
+            return ["connection-limit refresher has stopped"]
+        return [f"connection-limit refresher stuck or failing: no complete round for {late:.0f} s"]
 
     async def run_round(self) -> None:
         """One refresher round: heartbeats (or recovery after an outage), then the sweep."""

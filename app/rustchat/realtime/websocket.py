@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
-from rustchat import __version__, keys
+from rustchat import __version__, keys, metrics
 from rustchat.api.middleware import TOKEN, TOKEN_REJECTED, USER
 from rustchat.auth import tokens
 from rustchat.db.pool import DatabaseUnavailable
@@ -363,21 +363,21 @@ def _handle_action(request: web.Request, session: Session, user: dict, text: str
     try:
         req = json.loads(text)
     except (ValueError, RecursionError):  # RecursionError: arrays or objects nested thousands deep
-        session.send_control(_reply(None, False, error=("api.websocket.invalid_json", "Frame is not valid JSON")))
+        _refuse(session, None, "api.websocket.invalid_json", "Frame is not valid JSON")
         return
     if not isinstance(req, dict):
-        session.send_control(_reply(None, False, error=("api.websocket.invalid_message", "Frame must be a JSON object")))
+        _refuse(session, None, "api.websocket.invalid_message", "Frame must be a JSON object")
         return
     seq = req.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool):
-        session.send_control(_reply(None, False, error=("api.websocket.invalid_seq", "'seq' must be an integer")))
+        _refuse(session, None, "api.websocket.invalid_seq", "'seq' must be an integer")
         return
     action = req.get("action")
     data = req.get("data")
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        session.send_control(_reply(seq, False, error=("api.websocket.invalid_data", "'data' must be an object")))
+        _refuse(session, seq, "api.websocket.invalid_data", "'data' must be an object")
         return
     if action == "ping":
         session.send_control(_reply(seq, data={"text": "pong", "version": __version__, "node_id": request.app[keys.NODE_ID]}))
@@ -387,11 +387,11 @@ def _handle_action(request: web.Request, session: Session, user: dict, text: str
         channel_id = data.get("channel_id")
         parent_id = data.get("parent_id", "")
         if not isinstance(channel_id, str) or channel_id not in session.channels:
-            session.send_control(_reply(seq, False, error=("api.websocket.not_member", "Not a member of that channel")))
+            _refuse(session, seq, "api.websocket.not_member", "Not a member of that channel")
             return
         # An id or nothing: anything else (a lone surrogate, say) would reach every member's socket.
         if not isinstance(parent_id, str) or (parent_id and not ID_RE.match(parent_id)):
-            session.send_control(_reply(seq, False, error=("api.websocket.invalid_data", "'parent_id' must be a post id")))
+            _refuse(session, seq, "api.websocket.invalid_data", "'parent_id' must be a post id")
             return
         session.send_control(_reply(seq))
         now = time.monotonic()
@@ -403,4 +403,10 @@ def _handle_action(request: web.Request, session: Session, user: dict, text: str
                   Broadcast(channel_id=channel_id, omit_user_id=user["id"]))
         )
     else:
-        session.send_control(_reply(seq, False, error=("api.websocket.unknown_action", f"Unknown action {str(action)[:64]!r}")))
+        _refuse(session, seq, "api.websocket.unknown_action", f"Unknown action {str(action)[:64]!r}")
+
+
+def _refuse(session: Session, seq: Any, error_id: str, message: str) -> None:
+    """Answer a frame that is refused at the edge, and count it by why."""
+    metrics.WS_INVALID_FRAMES.labels(error_id.rsplit(".", 1)[-1]).inc()
+    session.send_control(_reply(seq, False, error=(error_id, message)))
