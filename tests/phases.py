@@ -6,10 +6,10 @@
 
 Each phase is one pytest process selecting tests by marker, so the phases together select every
 collected test exactly once; that is checked before anything runs (a test that no phase selects,
-or that two select, stops the run). Why side by side: the two heavy phases spend most of their
-wall time waiting (QEMU guests, package installs and systemd inside the test hosts, a rolling
-update's restarts), not on this machine's two cores; run one after the other they took 54 min,
-side by side about as long as the slowest of them (docs/testing.md has the figures).
+or that two select, stops the run). Why side by side: on its own no phase keeps this machine's
+two cores busy for long (guests booting one after another, downloads, restarts, waits for
+services); one after the other they took 54 min, side by side about as long as the slowest of
+them (docs/testing.md has the figures).
 
   vagrant  the real Vagrant cluster: libvirt VMs under QEMU emulation, started first (the long pole)
   hosts    systemd-container test hosts: the deploy test, then the Terraform rollout (one bridge,

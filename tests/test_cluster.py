@@ -186,15 +186,21 @@ async def _subscribed(api: Api) -> bool:
         "subscription" in p for p in body["problems"])
 
 
+async def _bob_in_a_private_channel(admin: Api) -> tuple[Api, dict, str]:
+    """A new user in a new team's private channel, once every process is in the cluster; the
+    channel's posts path."""
+    await wait_for(lambda: _five(admin))
+    team = await admin.new_team()
+    channel = await admin.new_channel(team, "private")
+    bob = await admin.new_user()
+    await admin.post(f"/api/v1/teams/{team['id']}/members", {"user_id": bob.user["id"]})
+    await admin.post(f"/api/v1/channels/{channel['id']}/members", {"user_id": bob.user["id"]})
+    return bob, channel, f"/api/v1/channels/{channel['id']}/posts"
+
+
 async def test_resume_on_another_process_delivers_exactly_the_missed_events(cluster, cluster_admin: Api,  # noqa: ANN001
                                                                              http: aiohttp.ClientSession) -> None:
-    await wait_for(lambda: _five(cluster_admin))
-    team = await cluster_admin.new_team()
-    channel = await cluster_admin.new_channel(team, "private")
-    bob = await cluster_admin.new_user()
-    await cluster_admin.post(f"/api/v1/teams/{team['id']}/members", {"user_id": bob.user["id"]})
-    await cluster_admin.post(f"/api/v1/channels/{channel['id']}/members", {"user_id": bob.user["id"]})
-    path = f"/api/v1/channels/{channel['id']}/posts"
+    bob, channel, path = await _bob_in_a_private_channel(cluster_admin)
     on_c = Api(http, cluster["c"].url, bob.token)
     sock = await on_c.ws(cluster["c"].ws_url)
     conn_id = sock.hello["data"]["connection_id"]
@@ -236,13 +242,7 @@ async def test_resume_elsewhere_follows_the_database_when_a_removal_was_lost(clu
     replay log (as in a Redis restart without persistence). Resuming on another process, he gets
     nothing more of that channel: the replay follows PostgreSQL's memberships, not the snapshot
     his old node saved when he left."""
-    await wait_for(lambda: _five(cluster_admin))
-    team = await cluster_admin.new_team()
-    channel = await cluster_admin.new_channel(team, "private")
-    bob = await cluster_admin.new_user()
-    await cluster_admin.post(f"/api/v1/teams/{team['id']}/members", {"user_id": bob.user["id"]})
-    await cluster_admin.post(f"/api/v1/channels/{channel['id']}/members", {"user_id": bob.user["id"]})
-    path = f"/api/v1/channels/{channel['id']}/posts"
+    bob, channel, path = await _bob_in_a_private_channel(cluster_admin)
     sock = await Api(http, cluster["c"].url, bob.token).ws(cluster["c"].ws_url)
     conn_id = sock.hello["data"]["connection_id"]
     await cluster_admin.post(path, {"message": "seen"})

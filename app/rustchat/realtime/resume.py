@@ -90,8 +90,11 @@ async def load(redis: aioredis.Redis, session_id: str) -> dict[str, Any] | None:
 
 
 def _valid_record(record: Any) -> bool:
+    """A full record (save), or the marker another node left when it took the connection over."""
     if not isinstance(record, dict):
         return False
+    if record.get("taken") is True:
+        return isinstance(record.get("node"), str)
     strings = ("node", "user_id", "position")
     if not all(isinstance(record.get(k), str) for k in strings) or not _is_sid(record["position"]):
         return False
