@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 MembershipOp = Literal["add_channel", "remove_channel", "add_team", "remove_team"]
 
@@ -153,7 +153,7 @@ class InvalidWire(ValueError):
         self.reason = reason
 
 
-MEMBERSHIP_OPS = frozenset(("add_channel", "remove_channel", "add_team", "remove_team"))
+MEMBERSHIP_OPS = frozenset(get_args(MembershipOp))
 
 
 def frame(seq: int, tail: bytes) -> bytes:
