@@ -37,7 +37,6 @@ from rustchat import metrics
 from rustchat.realtime import events
 from rustchat.realtime.events import Broadcast, Event, InvalidWire
 from rustchat.realtime.hub import Hub
-from rustchat.realtime.session import CLOSE_REVOKED
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +62,11 @@ def sid_key(sid: str | bytes) -> tuple[int, int]:
 # the cluster channel is not ours.
 MAX_MESSAGE_BYTES = 1 << 20
 _SID = re.compile(r"^\d{1,20}-\d{1,20}\Z")
+
+
+def is_sid(value: object) -> bool:
+    """Whether `value` is a replay-log (stream) id as Redis makes them: "<ms>-<seq>"."""
+    return isinstance(value, str) and _SID.match(value) is not None
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ def parse_message(data: bytes | str, sid: str | None = None) -> Heartbeat | Revo
         if not isinstance(origin, str) or not 0 < len(origin) <= 128:
             raise InvalidWire("origin_node")
         sid = sid if sid is not None else msg.get("sid")
-        if sid is not None and (not isinstance(sid, str) or not _SID.match(sid)):
+        if sid is not None and not is_sid(sid):
             raise InvalidWire("sid")
         ts = msg.get("ts")
         if not isinstance(ts, int | float) or isinstance(ts, bool) or not math.isfinite(ts):
@@ -386,8 +390,7 @@ class ClusterLink:
                     self.nodes[message.node_id] = NodeInfo(message.node_id, message.connections,
                                                            message.pool_max, message.timestamp)
             elif isinstance(message, Revoke):
-                closed = self.hub.close_sessions(lambda s: s.token_hash == message.token_hash, CLOSE_REVOKED,
-                                                 b"session revoked")
+                closed = self.hub.close_token(message.token_hash)
                 if closed:
                     log.info("closed %d WebSocket connections of a token revoked on another process", closed)
             else:

@@ -19,7 +19,7 @@ from rustchat import metrics
 from rustchat.ids import new_id
 from rustchat.realtime.events import Event, MembershipChange
 from rustchat.realtime.outbox import Outbox
-from rustchat.realtime.session import CLOSE_SLOW_CONSUMER, Session
+from rustchat.realtime.session import CLOSE_REVOKED, CLOSE_SLOW_CONSUMER, Session
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,10 @@ class Hub:
         log.warning("dropping WebSocket session %s of user %s: %s", session.id, session.user_id, reason)
         if ws is not None and not ws.closed:
             asyncio.get_running_loop().create_task(_close(ws, CLOSE_SLOW_CONSUMER, b"slow consumer: send queue full"))
+
+    def close_token(self, token_hash: str, message: bytes = b"session revoked") -> int:
+        """End the sessions opened with a token that is no longer valid (close 4001, not resumable)."""
+        return self.close_sessions(lambda s: s.token_hash == token_hash, CLOSE_REVOKED, message)
 
     def close_sessions(self, predicate: Callable[[Session], bool], code: int, message: bytes) -> int:
         n = 0

@@ -22,7 +22,14 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from rustchat import metrics
-from rustchat.realtime.cluster import STREAM, ClusterLink, EventMessage, parse_message, sid_key
+from rustchat.realtime.cluster import (
+    STREAM,
+    ClusterLink,
+    EventMessage,
+    is_sid,
+    parse_message,
+    sid_key,
+)
 from rustchat.realtime.events import Event, InvalidWire
 from rustchat.realtime.session import Session
 
@@ -96,7 +103,7 @@ def _valid_record(record: Any) -> bool:
     if record.get("taken") is True:
         return isinstance(record.get("node"), str)
     strings = ("node", "user_id", "position")
-    if not all(isinstance(record.get(k), str) for k in strings) or not _is_sid(record["position"]):
+    if not all(isinstance(record.get(k), str) for k in strings) or not is_sid(record["position"]):
         return False
     seq = record.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
@@ -106,15 +113,7 @@ def _valid_record(record: Any) -> bool:
     entries = record.get("entries")
     return isinstance(entries, list) and all(
         isinstance(e, list) and len(e) == 2 and isinstance(e[0], int) and not isinstance(e[0], bool)
-        and isinstance(e[1], str) and _is_sid(e[1]) for e in entries)
-
-
-def _is_sid(value: str) -> bool:
-    try:
-        sid_key(value)
-    except ValueError:
-        return False
-    return True
+        and is_sid(e[1]) for e in entries)
 
 
 async def mark_taken(redis: aioredis.Redis, session_id: str, node_id: str, ttl: float) -> None:

@@ -29,13 +29,9 @@ log = logging.getLogger(__name__)
 _CHUNK = 1000  # token hashes per query
 
 
-def close_token(app: web.Application, token_hash: str) -> int:
-    return app[keys.HUB].close_sessions(lambda s: s.token_hash == token_hash, CLOSE_REVOKED, b"session revoked")
-
-
 async def revoke(app: web.Application, token_hash: str) -> None:
     """After the token is gone from PostgreSQL: end its sockets here, and tell every other process."""
-    close_token(app, token_hash)
+    app[keys.HUB].close_token(token_hash)
     link = app[keys.CLUSTER]
     if link is not None:
         await link.announce_revocation(token_hash)
